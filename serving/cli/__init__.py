@@ -1,0 +1,15 @@
+"""The `python -m serving` command line: one module per command, each registering on `app`.
+
+Command modules import their heavy dependencies inside the command function, so `--help` stays fast.
+"""
+
+from serving.cli.app import app, bench_app
+
+# Importing a command module registers its command(s) on `app` / `bench_app`.
+from serving.cli import weights  # noqa: F401  isort: skip
+
+# `bench` is listed only once some benchmark exists, so `--help` shows only real commands.
+if bench_app.registered_commands:
+    app.add_typer(bench_app, name="bench")
+
+__all__ = ["app", "bench_app"]
