@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     segment_max_batch_size: int = Field(4, ge=1, description="Adaptive batching: most images per SAM encode.")
     segment_max_latency_ms: int = Field(2000, ge=1, description="Adaptive batching: SAM encode latency budget.")
     diffusion_max_batch_size: int = Field(4, ge=1, description="Adaptive batching: most requests per UNet batch.")
+    segment_service_url: str | None = Field(
+        None, description="URL of a separately running segmentation service (default: started beside the gateway)."
+    )
+    diffusion_service_url: str | None = Field(
+        None, description="URL of a separately running diffusion service (default: started beside the gateway)."
+    )
+    max_queued_edits: int = Field(32, ge=1, description="Edit jobs waiting or running at once; more get 429.")
     diffusion_max_latency_ms: int = Field(600_000, ge=1, description="Adaptive batching: diffusion latency budget.")
 
     # --- UI -----------------------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""`python -m serving segment IMAGE --point X,Y[,LABEL] ... [--box X0,Y0,X1,Y1] -o MASK.png`: one subject mask."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from serving.cli.app import app, fail
+
+
+def _numbers(text: str, option: str, shapes: str, counts: tuple[int, ...]) -> list[float]:
+    """Comma-separated numbers of one of the `counts` lengths, or a clear error naming the option and text."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in counts:
+        fail(f"{option} {text!r} is not {shapes} (comma-separated numbers, no spaces needed)")
+    return values
+
+
+def _point(text: str) -> tuple[float, ...]:
+    values = _numbers(text, "--point", "X,Y or X,Y,LABEL", (2, 3))
+    if len(values) == 3 and values[2].is_integer():
+        values[2] = int(values[2])  # keep a clean 0/1 label; anything else is reported by the prompt check
+    return tuple(values)
+
+
+@app.command("segment")
+def segment(
+    image: Annotated[Path, typer.Argument(help="Photo to segment (PNG, JPEG, WebP, GIF, BMP or TIFF).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Mask PNG to write: white = subject, image size.")],
+    points: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--point",
+            "-p",
+            metavar="X,Y[,LABEL]",
+            help="A click X,Y[,LABEL] in image pixels (origin top-left); LABEL 1 = subject (default), "
+            "0 = not subject. Repeat in click order.",
+        ),
+    ] = None,
+    box: Annotated[str | None, typer.Option("--box", metavar="X0,Y0,X1,Y1", help="Box around the subject.")] = None,
+) -> None:
+    """Write the subject mask of IMAGE for the given clicks and/or box (SAM, profile from MOODSHIFT_* settings)."""
+    from serving.core.images import ImageInputError, load_image
+    from serving.core.masks import mask_to_png_bytes
+    from serving.core.prompts import PromptError, validate_prompt
+    from serving.models.errors import WeightsError
+    from serving.settings import get_settings
+
+    settings = get_settings()
+    clicks = [_point(text) for text in points or []]
+    box_values = None if box is None else _numbers(box, "--box", "X0,Y0,X1,Y1", (4,))
+    try:
+        data = image.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read image {image}: {exc.strerror or exc}")
+    try:
+        picture = load_image(data, settings.max_image_pixels)
+    except ImageInputError as exc:
+        fail(f"{image}: {exc}")
+    try:  # checked before the model is built: a typo should not cost a model load
+        prompt = validate_prompt(clicks, box_values, picture.size, settings.max_points)
+    except PromptError as exc:
+        fail(str(exc))
+
+    from serving.models.sam import Segmenter
+
+    try:
+        segmenter = Segmenter.from_settings(settings)
+    except (WeightsError, RuntimeError) as exc:
+        fail(str(exc))
+    result = segmenter.segment(picture, prompt.points, prompt.box)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(mask_to_png_bytes(result.mask))
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+    width, height = picture.size
+    typer.echo(
+        f"wrote {output} ({width}×{height}, subject {100 * result.mask.mean():.1f}% of pixels, "
+        f"score {result.score:.3f}, {segmenter.model_name})"
+    )
+    if segmenter.profile and segmenter.profile.is_demo:
+        typer.echo("note: demo model with random weights; the mask is arbitrary (see `python -m serving weights`)")

@@ -1,0 +1,349 @@
+"""The SAM segmenter: encode each image once (LRU cache of embeddings), decode every click on top of it.
+
+Built on segment-anything's own pieces: `ResizeLongestSide` + `Sam.preprocess` for the encoder input (batched
+here, one forward pass for several images) and a `SamPredictor` per call for the prompt transforms and the
+decoder, restored from the cached embedding. The HTTP API is stateless, so the low-res logits of every call are
+kept too, keyed by (image, prompt): the next click (same points plus one) feeds them back as `mask_input`, the
+way SAM's interactive loop refines one mask. Safe to call from many threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from serving.core.images import image_id as pixels_id
+from serving.core.images import to_rgb_array
+from serving.core.masks import clean_mask
+from serving.core.prompts import Prompt, PromptError, validate_prompt
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+    from segment_anything.modeling import Sam
+
+    from serving.models.profiles import ResolvedProfile
+    from serving.settings import Settings
+
+# Logit entries kept per cached image: enough for a long click session plus a few abandoned branches.
+LOGITS_PER_IMAGE = 8
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """SAM's image embedding and the two sizes the decoder needs to map prompts and masks back."""
+
+    features: torch.Tensor  # 1×C×64×64 float32 on the model's device
+    original_size: tuple[int, int]  # (H, W) of the image the user sent
+    input_size: tuple[int, int]  # (H, W) after ResizeLongestSide, before padding to 1024²
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    """One segmentation: the cleaned subject mask (bool H×W, image size) and how it was obtained."""
+
+    mask: np.ndarray
+    score: float  # SAM's predicted IoU of the chosen mask
+    image_id: str
+    cached: bool  # the embedding was reused: this call ran no image encoder
+    used_mask_input: bool  # the previous click's logits refined this mask
+
+
+class Encoded(NamedTuple):
+    """Outcome of `encode_batch` for one image."""
+
+    image_id: str
+    cached: bool  # already in the cache, not encoded again
+
+
+class Segmenter:
+    """Point/box segmentation with SAM; embeddings cached per image (LRU), safe under concurrent threads.
+
+    Counters for tests and metrics: `encoder_passes` (forward passes of the image encoder), `encoded_images`,
+    `batch_sizes` (images per recent encoder pass), `decoder_calls`, `cache_hits`, `cache_misses`.
+    """
+
+    def __init__(
+        self,
+        sam: Sam,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+        cache_size: int = 16,
+        max_hole_area: int = 64,
+        max_island_area: int = 64,
+        max_points: int = 64,
+        model_name: str = "sam",
+        profile: ResolvedProfile | None = None,
+    ) -> None:
+        import torch
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be >= 1, got {cache_size}")
+        self.device = torch.device(device)
+        self.dtype = dtype or torch.float32
+        # Weights stay float32; half precision comes from autocast around the encoder (see `_autocast`), which
+        # keeps LayerNorm/softmax in float32 and leaves the small decoder exact.
+        self.sam = sam.to(self.device).eval()
+        self.transform = ResizeLongestSide(self.sam.image_encoder.img_size)
+        self.cache_size = cache_size
+        self.max_hole_area = max_hole_area
+        self.max_island_area = max_island_area
+        self.max_points = max_points
+        self.model_name = model_name
+        self.profile = profile
+
+        self._lock = threading.Lock()  # guards the caches, the in-flight table and the counters
+        self._encode_lock = threading.Lock()  # one encoder pass at a time: it is the memory (and compute) peak
+        self._embeddings: OrderedDict[str, ImageEmbedding] = OrderedDict()
+        self._logits: OrderedDict[tuple[str, Prompt], np.ndarray] = OrderedDict()
+        self._in_flight: dict[str, threading.Event] = {}  # image ids some thread is encoding right now
+
+        self.encoder_passes = 0
+        self.encoded_images = 0
+        self.batch_sizes: deque[int] = deque(maxlen=1024)  # recent passes only: the service runs for days
+        self.decoder_calls = 0
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Segmenter:
+        """The segmenter of the settings' SAM profile, device and dtype."""
+        from serving.models.profiles import resolve_device, resolve_dtype
+        from serving.models.sam_builders import build_sam
+        from serving.settings import get_settings
+
+        settings = settings or get_settings()
+        device = resolve_device(settings)
+        sam, profile, model_name = build_sam(settings, device)
+        return cls(
+            sam,
+            device=device,
+            dtype=resolve_dtype(settings, device),
+            cache_size=settings.sam_cache_size,
+            max_hole_area=settings.mask_min_hole_area,
+            max_island_area=settings.mask_min_island_area,
+            max_points=settings.max_points,
+            model_name=model_name,
+            profile=profile,
+        )
+
+    # --- public API ---------------------------------------------------------------------------------
+
+    def segment(
+        self, image: np.ndarray | Image.Image, points: Sequence[Any] | None = None, box: Any = None
+    ) -> SegmentResult:
+        """Subject mask for `points` (`Point`, `{x, y, label}` or `(x, y[, label])`, in click order) and/or `box`.
+
+        `image` is HWC uint8 RGB or a PIL image, upright (see `serving.core.images.load_image`). Coordinates
+        are image pixels; raises `PromptError` (a `ValueError`) for an unusable prompt.
+        """
+        key, rgb, prompt = self._request(image, points, box)
+        [(embedding, cached)] = self._embeddings_for([(key, rgb)])
+        return self._decode(key, embedding, prompt, cached)
+
+    def segment_batch(self, requests: Sequence[tuple[Any, Sequence[Any] | None, Any]]) -> list[SegmentResult]:
+        """`segment` for several (image, points, box) requests with one encoder pass for all uncached images.
+
+        Every prompt is validated first, so a bad request fails the call before any encoding
+        (`PromptError` names the request's index).
+        """
+        items = []
+        for index, (image, points, box) in enumerate(requests):
+            try:
+                items.append(self._request(image, points, box))
+            except PromptError as exc:
+                raise PromptError(f"request {index}: {exc}") from None
+        embeddings = self._embeddings_for([(key, rgb) for key, rgb, _ in items])
+        return [
+            self._decode(key, embedding, prompt, cached)
+            for (key, _, prompt), (embedding, cached) in zip(items, embeddings, strict=True)
+        ]
+
+    def encode_batch(self, images: Sequence[np.ndarray | Image.Image]) -> list[Encoded]:
+        """Put every image's embedding in the cache; all the uncached ones go through ONE encoder pass."""
+        items = []
+        for image in images:
+            rgb = to_rgb_array(image)
+            items.append((pixels_id(rgb), rgb))
+        outcomes = self._embeddings_for(items)
+        return [Encoded(key, cached) for (key, _), (_, cached) in zip(items, outcomes, strict=True)]
+
+    def embedding(self, image_id: str) -> ImageEmbedding | None:
+        """The cached embedding of an image id, or None (does not count as a use for the LRU order)."""
+        with self._lock:
+            return self._embeddings.get(image_id)
+
+    def cached_image_ids(self) -> list[str]:
+        """Ids in the embedding cache, least recently used first."""
+        with self._lock:
+            return list(self._embeddings)
+
+    def clear_cache(self) -> None:
+        """Forget every embedding and every kept logit (counters stay)."""
+        with self._lock:
+            self._embeddings.clear()
+            self._logits.clear()
+
+    def stats(self) -> dict[str, int | float]:
+        """Counters for metrics: encoder passes, images encoded, mean batch size, decoder calls, cache use."""
+        with self._lock:
+            passes = self.encoder_passes
+            return {
+                "encoder_passes": passes,
+                "encoded_images": self.encoded_images,
+                "mean_batch_size": self.encoded_images / passes if passes else 0.0,
+                "decoder_calls": self.decoder_calls,
+                "cache_hits": self.cache_hits,
+                "cache_misses": self.cache_misses,
+                "cached_images": len(self._embeddings),
+            }
+
+    # --- embeddings ---------------------------------------------------------------------------------
+
+    def _request(
+        self, image: np.ndarray | Image.Image, points: Sequence[Any] | None, box: Any
+    ) -> tuple[str, np.ndarray, Prompt]:
+        """(image id, RGB pixels, validated prompt) of one request."""
+        rgb = to_rgb_array(image)
+        prompt = validate_prompt(points, box, (rgb.shape[1], rgb.shape[0]), self.max_points)
+        return pixels_id(rgb), rgb, prompt
+
+    def _embeddings_for(self, items: Sequence[tuple[str, np.ndarray]]) -> list[tuple[ImageEmbedding, bool]]:
+        """(embedding, was_cached) per item; the uncached images are encoded together in one pass.
+
+        An image another thread is already encoding is waited for, not encoded twice.
+        """
+        pixels = dict(items)  # same id -> same pixels, so duplicates collapse
+        found: dict[str, tuple[ImageEmbedding, bool]] = {}
+        while len(found) < len(pixels):
+            claimed, waiting = [], []
+            with self._lock:
+                for key in pixels:
+                    if key in found:
+                        continue
+                    if key in self._embeddings:
+                        self._embeddings.move_to_end(key)
+                        found[key] = (self._embeddings[key], True)
+                        self.cache_hits += 1
+                    elif key in self._in_flight:
+                        waiting.append(self._in_flight[key])
+                    else:
+                        self._in_flight[key] = threading.Event()
+                        claimed.append(key)
+                        self.cache_misses += 1
+            if claimed:
+                try:
+                    encoded = dict(zip(claimed, self._encode([pixels[key] for key in claimed]), strict=True))
+                except BaseException:
+                    self._release(claimed)  # waiters wake up, find no entry and try the encode themselves
+                    raise
+                with self._lock:
+                    self._store_embeddings(encoded)
+                self._release(claimed)
+                found.update({key: (embedding, False) for key, embedding in encoded.items()})
+            for event in waiting:
+                event.wait()
+        return [found[key] for key, _ in items]
+
+    def _release(self, keys: Sequence[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._in_flight.pop(key).set()
+
+    def _store_embeddings(self, new: dict[str, ImageEmbedding]) -> None:
+        """Insert under `_lock`, evicting the least recently used beyond `cache_size`."""
+        for key, embedding in new.items():
+            self._embeddings[key] = embedding
+            self._embeddings.move_to_end(key)
+        while len(self._embeddings) > self.cache_size:
+            self._embeddings.popitem(last=False)
+
+    def _encode(self, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
+        """One image-encoder forward pass over `images` (HWC uint8 RGB, any sizes)."""
+        import torch
+
+        inputs, sizes = [], []
+        for rgb in images:
+            # Exactly SamPredictor.set_image's preprocessing, so a batched embedding equals a single one.
+            resized = torch.as_tensor(self.transform.apply_image(rgb), device=self.device)
+            resized = resized.permute(2, 0, 1).contiguous()[None]
+            sizes.append(((rgb.shape[0], rgb.shape[1]), (resized.shape[-2], resized.shape[-1])))
+            inputs.append(self.sam.preprocess(resized))  # normalise, pad to 1024²
+        with self._encode_lock, torch.no_grad(), self._autocast():
+            features = self.sam.image_encoder(torch.cat(inputs)).float()
+        with self._lock:
+            self.encoder_passes += 1
+            self.encoded_images += len(images)
+            self.batch_sizes.append(len(images))
+        return [
+            ImageEmbedding(features[i : i + 1].clone(), original, resized)
+            for i, (original, resized) in enumerate(sizes)
+        ]
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """fp16/bf16 autocast for the encoder when a half dtype is set (the default on CUDA), else nothing."""
+        import torch
+
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    # --- decoding -----------------------------------------------------------------------------------
+
+    def _decode(self, key: str, embedding: ImageEmbedding, prompt: Prompt, cached: bool) -> SegmentResult:
+        from segment_anything import SamPredictor
+
+        # A fresh predictor per call holds this call's image state, so threads never share one.
+        predictor = SamPredictor(self.sam)
+        predictor.features = embedding.features
+        predictor.original_size = embedding.original_size
+        predictor.input_size = embedding.input_size
+        predictor.is_image_set = True
+
+        previous_logits = self._previous_logits(key, prompt)
+        coords = np.array([[p.x, p.y] for p in prompt.points], dtype=np.float64) if prompt.points else None
+        labels = np.array([p.label for p in prompt.points], dtype=np.int64) if prompt.points else None
+        masks, scores, low_res_logits = predictor.predict(
+            point_coords=coords,
+            point_labels=labels,
+            box=None if prompt.box is None else np.array(prompt.box, dtype=np.float64),
+            mask_input=previous_logits,
+            # A single click is ambiguous (shirt, person, group): let SAM propose three and keep the best.
+            multimask_output=len(prompt.points) == 1 and prompt.box is None,
+        )
+        best = int(np.argmax(scores))
+        self._keep_logits(key, prompt, low_res_logits[best : best + 1])
+        with self._lock:
+            self.decoder_calls += 1
+        return SegmentResult(
+            mask=clean_mask(masks[best], self.max_hole_area, self.max_island_area),
+            score=float(scores[best]),
+            image_id=key,
+            cached=cached,
+            used_mask_input=previous_logits is not None,
+        )
+
+    def _previous_logits(self, key: str, prompt: Prompt) -> np.ndarray | None:
+        """Logits of the call that had exactly this prompt minus its last point (same box), when kept."""
+        if not prompt.points or prompt.without_last_point().is_empty:
+            return None
+        with self._lock:
+            logits = self._logits.get((key, prompt.without_last_point()))
+            if logits is not None:
+                self._logits.move_to_end((key, prompt.without_last_point()))
+            return logits
+
+    def _keep_logits(self, key: str, prompt: Prompt, logits: np.ndarray) -> None:
+        with self._lock:
+            self._logits[(key, prompt)] = logits
+            self._logits.move_to_end((key, prompt))
+            while len(self._logits) > self.cache_size * LOGITS_PER_IMAGE:
+                self._logits.popitem(last=False)

@@ -1,0 +1,168 @@
+"""Mask tools on hand-made masks: holes, islands, feathering, resizing and PNG round trips."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving.core.images import ImageInputError
+from serving.core.masks import (
+    clean_mask,
+    downsample_mask,
+    feather,
+    fill_holes,
+    mask_from_png_bytes,
+    mask_to_png_bytes,
+    remove_islands,
+    resize_mask,
+)
+
+
+@pytest.fixture
+def subject() -> np.ndarray:
+    """A 20×30 mask with a 12×12 subject holding a 3-pixel L-shaped hole, plus a 5-pixel island."""
+    mask = np.zeros((20, 30), dtype=bool)
+    mask[2:14, 2:14] = True
+    mask[6, 6] = mask[7, 6] = mask[7, 7] = False  # the 3-pixel hole
+    mask[16:18, 20:22] = True
+    mask[15, 20] = True  # 2×2 + 1 = the 5-pixel island
+    return mask
+
+
+def test_a_three_pixel_hole_is_filled_and_nothing_else_changes(subject):
+    filled = fill_holes(subject, max_area=3)
+    assert filled[6, 6] and filled[7, 6] and filled[7, 7]
+    assert (filled != subject).sum() == 3
+
+
+def test_a_hole_larger_than_the_limit_stays(subject):
+    assert np.array_equal(fill_holes(subject, max_area=2), subject)
+    assert np.array_equal(fill_holes(subject, max_area=0), subject)
+
+
+def test_background_touching_the_border_is_not_a_hole():
+    mask = np.ones((10, 10), dtype=bool)
+    mask[0, 4:6] = False  # a 2-pixel notch open to the image edge
+    assert np.array_equal(fill_holes(mask, max_area=64), mask)
+
+
+def test_a_five_pixel_island_is_removed_and_the_subject_kept(subject):
+    cleaned = remove_islands(subject, max_area=5)
+    assert not cleaned[15:18, 20:22].any()
+    assert np.array_equal(cleaned[:14], subject[:14])
+    assert np.array_equal(remove_islands(subject, max_area=4), subject)
+
+
+def test_a_diagonal_touch_keeps_a_piece_attached():
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[0:5, 0:5] = True
+    mask[5, 5] = True  # touches the block only at a corner: 8-connected, so part of the subject
+    assert remove_islands(mask, max_area=3)[5, 5]
+
+
+def test_the_largest_piece_survives_even_when_small():
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[1:3, 1:3] = True  # 4 px
+    mask[6, 6] = True  # 1 px
+    cleaned = remove_islands(mask, max_area=64)
+    assert cleaned[1:3, 1:3].all() and cleaned.sum() == 4
+
+
+def test_clean_mask_fills_then_drops(subject):
+    expected = np.zeros_like(subject)
+    expected[2:14, 2:14] = True
+    assert np.array_equal(clean_mask(subject, 64, 64), expected)
+
+
+def test_feather_is_one_inside_and_falls_to_zero_within_the_radius_outside():
+    mask = np.zeros((9, 40), dtype=bool)
+    mask[:, :10] = True
+    alpha = feather(mask, radius=4)
+    assert alpha.dtype == np.float32
+    assert np.all(alpha[mask] == 1.0)
+    np.testing.assert_allclose(alpha[4, 9:16], [1.0, 0.75, 0.5, 0.25, 0.0, 0.0, 0.0])
+    assert np.all(alpha[:, 14:] == 0.0)  # at and beyond the radius
+
+
+def test_feather_grows_outward_around_a_blob():
+    mask = np.zeros((41, 41), dtype=bool)
+    mask[15:26, 15:26] = True
+    alpha = feather(mask, radius=6)
+    distance_row = alpha[20, 25:35]  # from the right edge of the blob outward
+    assert distance_row[0] == 1.0 and np.all(np.diff(distance_row) <= 0) and distance_row[-1] == 0.0
+    soft = (alpha > 0) & (alpha < 1)
+    assert soft.sum() > 0 and not (soft & mask).any()  # the soft band lies outside the subject only
+
+
+def test_feather_edge_cases():
+    mask = np.zeros((5, 5), dtype=bool)
+    assert np.array_equal(feather(mask, 3), np.zeros((5, 5), np.float32))
+    mask[2, 2] = True
+    assert np.array_equal(feather(mask, 0), mask.astype(np.float32))
+
+
+def test_resize_mask_is_nearest_and_keeps_the_aspect():
+    mask = np.zeros((2, 3), dtype=bool)
+    mask[0, 1] = True
+    big = resize_mask(mask, (6, 4))  # (width, height)
+    assert big.shape == (4, 6) and big.dtype == bool
+    expected = np.zeros((4, 6), dtype=bool)
+    expected[0:2, 2:4] = True
+    assert np.array_equal(big, expected)
+    assert np.array_equal(resize_mask(big, (3, 2)), mask)
+
+
+def test_downsample_all_keeps_only_fully_covered_cells():
+    mask = np.zeros((16, 20), dtype=bool)
+    mask[0:8, 0:12] = True  # cell (0,0) full, cell (0,1) half covered
+    assert np.array_equal(downsample_mask(mask, 8, "all"), [[True, False, False], [False, False, False]])
+    assert np.array_equal(downsample_mask(mask, 8, "any"), [[True, True, False], [False, False, False]])
+
+
+def test_downsample_judges_a_ragged_edge_on_the_pixels_it_has():
+    mask = np.ones((10, 10), dtype=bool)
+    assert downsample_mask(mask, 8, "all").all()  # 2×2 cells, the last ones only 2 px wide
+    mask[9, 9] = False
+    assert not downsample_mask(mask, 8, "all")[1, 1]
+    with pytest.raises(ValueError, match="factor"):
+        downsample_mask(mask, 0)
+
+
+def test_png_round_trip_white_is_subject(subject):
+    data = mask_to_png_bytes(subject)
+    image = Image.open(io.BytesIO(data))
+    assert image.mode == "L" and image.size == (30, 20)
+    assert set(np.unique(np.asarray(image))) == {0, 255}
+    assert np.array_equal(np.asarray(image) == 255, subject)
+    assert np.array_equal(mask_from_png_bytes(data, size=(30, 20)), subject)
+
+
+def test_mask_of_the_wrong_size_is_refused_naming_both_sizes(subject):
+    with pytest.raises(ImageInputError, match="30×20 but the image is 31×20"):
+        mask_from_png_bytes(mask_to_png_bytes(subject), size=(31, 20))
+
+
+def test_mask_from_grey_levels_alpha_and_16_bit():
+    grey = np.array([[0, 127, 128, 255]], dtype=np.uint8)
+    assert mask_from_png_bytes(_png(Image.fromarray(grey))).tolist() == [[False, False, True, True]]
+
+    rgba = np.zeros((1, 3, 4), dtype=np.uint8)
+    rgba[..., :3] = 255  # white everywhere, but only the middle pixel is opaque
+    rgba[0, 1, 3] = 255
+    assert mask_from_png_bytes(_png(Image.fromarray(rgba))).tolist() == [[False, True, False]]
+
+    wide = np.array([[0, 20000, 40000, 65535]], dtype=np.uint16)
+    assert mask_from_png_bytes(_png(Image.fromarray(wide))).tolist() == [[False, False, True, True]]
+
+
+@pytest.mark.parametrize(("data", "message"), [(b"", "empty"), (b"not a png", "not a readable image")])
+def test_unreadable_masks_are_refused(data, message):
+    with pytest.raises(ImageInputError, match=message):
+        mask_from_png_bytes(data)
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
