@@ -1,0 +1,123 @@
+"""`python -m serving edit` with the tiny profile: variant files at the input's size, exact subject, clear errors."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from serving.cli import app
+from serving.models.blended_sdxl import BlendedSDXLRunner
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def tiny_profile(monkeypatch):
+    monkeypatch.setenv("MOODSHIFT_PROFILE", "tiny")
+    monkeypatch.setenv("MOODSHIFT_DEVICE", "cpu")
+    monkeypatch.setenv("MOODSHIFT_WORKING_PIXELS", str(128 * 128))  # seconds on a shared CPU
+
+
+@pytest.fixture
+def photo(tmp_path, coffee):
+    path = tmp_path / "coffee.png"
+    Image.fromarray(coffee).save(path)
+    return path
+
+
+@pytest.fixture
+def subject(coffee):
+    mask = np.zeros(coffee.shape[:2], dtype=bool)
+    mask[90:310, 190:430] = True
+    return mask
+
+
+@pytest.fixture
+def mask_file(tmp_path, subject):
+    path = tmp_path / "mask.png"
+    Image.fromarray(subject.astype(np.uint8) * 255).save(path)
+    return path
+
+
+def test_edit_with_a_mask_writes_one_file_per_variant(tiny_profile, photo, mask_file, subject, coffee, tmp_path):
+    out = tmp_path / "out" / "forest.png"
+    arguments = ["edit", str(photo), "--mask", str(mask_file), "--prompt", "a misty forest", "-o", str(out)]
+    result = runner.invoke(app, [*arguments, "--steps", "2", "--variants", "2", "--seed", "4", "--feather", "5"])
+    assert result.exit_code == 0, result.output
+    assert "denoising" in result.output  # the progress bar's label
+    assert "seed 4" in result.stdout and "seed 5" in result.stdout and "random weights" in result.stdout
+    assert not out.exists()
+    first, second = (np.asarray(Image.open(tmp_path / "out" / name)) for name in ("forest-1.png", "forest-2.png"))
+    for image in (first, second):
+        assert image.shape == coffee.shape
+        assert np.array_equal(image[subject], coffee[subject])
+        assert (np.abs(image.astype(int) - coffee)[~subject] > 10).mean() > 0.5  # background regenerated
+    assert not np.array_equal(first, second)
+
+
+def test_edit_with_a_click_uses_the_segmenter_mask(tiny_profile, photo, coffee, tmp_path):
+    from serving.models.sam import Segmenter
+
+    out = tmp_path / "clicked.png"
+    result = runner.invoke(
+        app, ["edit", str(photo), "--point", "300,200", "--prompt", "a beach", "--steps", "1", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    edited = np.asarray(Image.open(out))
+    subject = Segmenter.from_settings().segment(coffee, [(300, 200)]).mask  # tiny SAM is seeded
+    assert subject.any() and not subject.all()
+    assert np.array_equal(edited[subject], coffee[subject])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--point", "1,2"], "not both"),
+        ([], "either as --mask"),
+        (["--steps", "0"], "steps 0 must be an integer from 1 to 150"),
+        (["--variants", "9"], "variants 9"),
+        (["--strength", "0"], "strength 0.0"),
+    ],
+)
+def test_bad_options_fail_before_any_model_loads(tiny_profile, photo, mask_file, monkeypatch, arguments, message):
+    def no_model(*_args, **_kwargs):
+        raise AssertionError("a model was built for a request that was bad from the start")
+
+    monkeypatch.setattr(BlendedSDXLRunner, "from_settings", no_model)
+    mask_arguments = [] if arguments == [] else ["--mask", str(mask_file)]
+    result = runner.invoke(app, ["edit", str(photo), *mask_arguments, "--prompt", "x", "-o", "o.png", *arguments])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_mask_of_another_size_and_bad_click_are_named(tiny_profile, photo, tmp_path, monkeypatch):
+    monkeypatch.setattr(BlendedSDXLRunner, "from_settings", None)  # never reached
+    small = tmp_path / "small.png"
+    Image.fromarray(np.full((10, 20), 255, dtype=np.uint8)).save(small)
+    result = runner.invoke(app, ["edit", str(photo), "--mask", str(small), "--prompt", "x", "-o", "o.png"])
+    assert result.exit_code == 2 and "mask is 20×10 but the image is 600×400" in result.output
+    result = runner.invoke(app, ["edit", str(photo), "--point", "7,a", "--prompt", "x", "-o", "o.png"])
+    assert result.exit_code == 2 and "--point '7,a'" in result.output
+    result = runner.invoke(app, ["edit", str(tmp_path / "missing.png"), "--point", "1,1", "--prompt", "x", "-o", "o"])
+    assert result.exit_code == 2 and "cannot read" in result.output
+
+
+def test_help_names_the_variant_files():
+    result = runner.invoke(app, ["edit", "--help"])
+    assert result.exit_code == 0
+    assert "OUT-1.png" in result.output and "--mask" in result.output and "--point" in result.output
+
+
+def test_bench_diffusion_compares_with_the_pipeline_and_writes_json(tmp_path):
+    import json
+
+    out = tmp_path / "bench.json"
+    arguments = ["bench", "diffusion", "--size", "64", "--steps", "2", "--batch", "2", "--device", "cpu"]
+    result = runner.invoke(app, [*arguments, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "inpaint pipeline" in result.stdout and "ratio" in result.stdout and "batch of 2" in result.stdout
+    numbers = json.loads(out.read_text())
+    assert numbers["size"] == [64, 64] and numbers["steps"] == 2 and numbers["profile"] == "tiny"
+    assert numbers["runner_s_per_step"] > 0 and numbers["pipeline_s_per_step"] > 0
+    assert numbers["ratio"] == numbers["runner_s_per_step"] / numbers["pipeline_s_per_step"]
+    assert set(numbers["peak_mib"]) == {"runner", "pipeline", "runner batch 2"}
