@@ -89,13 +89,16 @@ class Settings(BaseSettings):
     traffic_timeout_s: int = Field(600, ge=1, description="BentoML traffic timeout per request, seconds.")
     max_concurrency: int = Field(32, ge=1, description="BentoML max concurrent requests per service.")
     segment_max_batch_size: int = Field(4, ge=1, description="Adaptive batching: most images per SAM encode.")
-    segment_max_latency_ms: int = Field(2000, ge=1, description="Adaptive batching: SAM encode latency budget.")
+    segment_max_latency_ms: int = Field(10_000, ge=1, description="Adaptive batching: SAM encode latency budget.")
     diffusion_max_batch_size: int = Field(4, ge=1, description="Adaptive batching: most requests per UNet batch.")
     segment_service_url: str | None = Field(
         None, description="URL of a separately running segmentation service (default: started beside the gateway)."
     )
     diffusion_service_url: str | None = Field(
         None, description="URL of a separately running diffusion service (default: started beside the gateway)."
+    )
+    shutdown_timeout_s: int = Field(
+        10, ge=1, description="On stop, requests still open after this many seconds are cut (a hung one can't block)."
     )
     max_queued_edits: int = Field(32, ge=1, description="Edit jobs waiting or running at once; more get 429.")
     diffusion_max_latency_ms: int = Field(600_000, ge=1, description="Adaptive batching: diffusion latency budget.")

@@ -77,27 +77,39 @@ class FakeOllama:
         self.requests: list[RecordedRequest] = []
         self._turns: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
-        self._server.daemon_threads = True
-        self._server.block_on_close = False  # a handler sleeping for a timeout test must not delay stop()
+        self._server: ThreadingHTTPServer | None = self._bind(port)
+        self._port = self._server.server_address[1]
         self._thread: threading.Thread | None = None
+
+    def _bind(self, port: int) -> ThreadingHTTPServer:
+        server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        server.daemon_threads = True
+        server.block_on_close = False  # a handler sleeping for a timeout test must not delay stop()
+        return server
 
     @property
     def port(self) -> int:
-        return self._server.server_address[1]
+        return self._port
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> FakeOllama:
+        """Serve in a background thread; after `stop()`, serve again on the same port (an Ollama restart)."""
+        if self._server is None:
+            self._server = self._bind(self._port)
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-ollama", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Close the port: callers get "connection refused" until `start()` again."""
+        if self._server is None:
+            return
         self._server.shutdown()
         self._server.server_close()
+        self._server = None
 
     def __enter__(self) -> FakeOllama:
         return self.start()

@@ -1,0 +1,175 @@
+"""HTTP benchmark of a running service: /segment (new image, repeat click) and /edit at several client counts,
+batching on vs off, and the HTTP overhead of a repeat click against the same call in-process.
+
+Images are synthetic and seeded; every request is bounded by a timeout, and only loopback servers are started.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import requests
+
+from serving.core.images import encode_png_base64
+
+REQUEST_TIMEOUT_S = 600
+
+
+@dataclass
+class LoadResult:
+    """One scenario at one client count."""
+
+    scenario: str
+    batching: str
+    clients: int
+    requests: int
+    errors: int
+    seconds: float
+    error_statuses: dict[str, int]
+    latencies_ms: list[float] = field(repr=False)
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.seconds if self.seconds else float("nan")
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+    def row(self) -> dict:
+        data = asdict(self)
+        data.pop("latencies_ms")
+        return {
+            **data,
+            "requests_per_s": self.requests_per_s,
+            "p50_ms": self.percentile(50),
+            "p95_ms": self.percentile(95),
+        }
+
+
+def synthetic_photos(count: int, size: tuple[int, int], seed: int = 0) -> list[str]:
+    """Seeded noise photos as base64 PNG (the encoder's cost does not depend on pixel values)."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    return [encode_png_base64(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)) for _ in range(count)]
+
+
+def run_load(
+    name: str, batching: str, clients: int, requests_total: int, send: Callable[[int], requests.Response]
+) -> LoadResult:
+    """`requests_total` calls of `send(i)` from `clients` threads; latencies of the successful ones."""
+
+    def timed(index: int) -> tuple[float, str]:
+        began = time.perf_counter()
+        try:
+            status = str(send(index).status_code)
+        except requests.RequestException as exc:
+            status = type(exc).__name__
+        return (time.perf_counter() - began) * 1000, status
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        outcomes = list(pool.map(timed, range(requests_total)))
+    seconds = time.perf_counter() - began
+    latencies = [ms for ms, status in outcomes if status == "200"]
+    errors = Counter(status for _, status in outcomes if status != "200")
+    return LoadResult(name, batching, clients, requests_total, sum(errors.values()), seconds, dict(errors), latencies)
+
+
+def bench_server(
+    url: str, batching: str, clients: list[int], per_client: int, size: tuple[int, int], edit_steps: int
+) -> list[LoadResult]:
+    """Every scenario against one server."""
+    session = requests.Session()
+    results = []
+    click = [{"x": size[0] / 2, "y": size[1] / 2, "label": 1}]
+    mask = np.zeros((size[1], size[0]), dtype=bool)
+    mask[size[1] // 4 : 3 * size[1] // 4, size[0] // 4 : 3 * size[0] // 4] = True
+    mask_b64 = encode_png_base64(mask)
+    repeat_photo = synthetic_photos(1, size, seed=99)[0]
+    session.post(f"{url}/segment", json={"image": repeat_photo, "points": click}, timeout=REQUEST_TIMEOUT_S)
+    for count in clients:
+        total = count * per_client
+        photos = synthetic_photos(total, size, seed=count)  # new images: every request encodes
+        results.append(
+            run_load(
+                "segment, new image",
+                batching,
+                count,
+                total,
+                lambda i, photos=photos: session.post(
+                    f"{url}/segment", json={"image": photos[i], "points": click}, timeout=REQUEST_TIMEOUT_S
+                ),
+            )
+        )
+        results.append(
+            run_load(
+                "segment, repeat click",
+                batching,
+                count,
+                total,
+                lambda i: session.post(
+                    f"{url}/segment", json={"image": repeat_photo, "points": click}, timeout=REQUEST_TIMEOUT_S
+                ),
+            )
+        )
+        results.append(
+            run_load(
+                "edit",
+                batching,
+                count,
+                count,
+                lambda i, photos=photos: session.post(
+                    f"{url}/edit",
+                    json={"image": photos[i], "mask": mask_b64, "prompt": "a forest", "steps": edit_steps, "seed": i},
+                    timeout=REQUEST_TIMEOUT_S,
+                ),
+            )
+        )
+    return results
+
+
+def in_process_repeat_click_ms(size: tuple[int, int], repeats: int, settings) -> list[float]:
+    """The same repeat click as the HTTP scenario, through the pipeline in this process (no HTTP, no JSON)."""
+    from serving.core.images import decode_base64_image, to_rgb_array
+    from serving.pipeline import Pipeline
+
+    pipeline = Pipeline.in_process(settings, diffusion=False)
+    photo = synthetic_photos(1, size, seed=99)[0]
+    click = [{"x": size[0] / 2, "y": size[1] / 2, "label": 1}]
+    pipeline.segment(to_rgb_array(decode_base64_image(photo, settings.max_image_pixels)), click, None)
+    latencies = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        # Decoding the upload is part of both paths: the HTTP path decodes the same base64 PNG.
+        rgb = to_rgb_array(decode_base64_image(photo, settings.max_image_pixels))
+        pipeline.segment(rgb, click, None)
+        latencies.append((time.perf_counter() - began) * 1000)
+    return latencies
+
+
+def format_table(results: list[LoadResult], overhead: dict[str, float] | None) -> str:
+    lines = [
+        f"{'scenario':<22} {'batching':<8} {'clients':>7} {'req':>5} {'err':>4} {'req/s':>8} {'p50 ms':>9} "
+        f"{'p95 ms':>9}"
+    ]
+    for r in results:
+        lines.append(
+            f"{r.scenario:<22} {r.batching:<8} {r.clients:>7} {r.requests:>5} {r.errors:>4} "
+            f"{r.requests_per_s:>8.2f} {r.percentile(50):>9.1f} {r.percentile(95):>9.1f}"
+        )
+    failed = [r for r in results if r.errors]
+    for r in failed:
+        lines.append(f"  {r.scenario} ({r.batching}, {r.clients} clients) errors: {r.error_statuses}")
+    if overhead:
+        lines.append("")
+        lines.append(
+            f"repeat click p50: HTTP {overhead['http_p50_ms']:.1f} ms, in-process "
+            f"{overhead['in_process_p50_ms']:.1f} ms, overhead {overhead['overhead_p50_ms']:.1f} ms "
+            f"(goal ≤ 20 ms)"
+        )
+    return "\n".join(lines)

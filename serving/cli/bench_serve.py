@@ -1,0 +1,72 @@
+"""`python -m serving bench serve`: requests/s and latency of the HTTP service, batching on vs off."""
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from serving.cli.app import bench_app, fail
+
+
+def _client_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1 or max(counts) > 64:
+        fail(f"--clients {text!r} is not a list of client counts from 1 to 64 such as 1,4,8")
+    return counts
+
+
+@bench_app.command("serve")
+def bench_serve(
+    url: Annotated[
+        str | None, typer.Option(help="A running service to measure (then only its batching setting is measured).")
+    ] = None,
+    clients: Annotated[str, typer.Option(metavar="N,N,...", help="Concurrent client counts.")] = "1,4,8",
+    per_client: Annotated[int, typer.Option(min=1, max=100, help="/segment requests per client.")] = 5,
+    size: Annotated[int, typer.Option(min=64, max=4096, help="Width of the synthetic photos (height = 3/4).")] = 640,
+    edit_steps: Annotated[int, typer.Option(min=1, max=50, help="Denoising steps of each /edit.")] = 2,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the numbers to this JSON file.")] = None,
+) -> None:
+    """Load the service over HTTP: /segment (new image, repeat click) and /edit; batching on vs off; HTTP overhead.
+
+    Without --url it starts two local services with the current settings (profile defaults to tiny here): one with
+    adaptive batching as configured and one with batch size 1, and stops them afterwards.
+    """
+    import os
+    import tempfile
+
+    import numpy as np
+
+    from serving.bench.serve import bench_server, format_table, in_process_repeat_click_ms
+    from serving.bench.server_process import running_service
+    from serving.settings import get_settings
+
+    counts = _client_counts(clients)
+    photo_size = (size, size * 3 // 4)
+    results = []
+    if url:
+        results += bench_server(url.rstrip("/"), "as-is", counts, per_client, photo_size, edit_steps)
+    else:
+        os.environ.setdefault("MOODSHIFT_PROFILE", "tiny")
+        log_dir = Path(tempfile.mkdtemp(prefix="moodshift-bench-"))
+        for batching, env in (
+            ("on", {}),
+            ("off", {"MOODSHIFT_SEGMENT_MAX_BATCH_SIZE": "1", "MOODSHIFT_DIFFUSION_MAX_BATCH_SIZE": "1"}),
+        ):
+            typer.echo(f"starting a service with batching {batching} (log: {log_dir / f'batching-{batching}.log'})")
+            with running_service(env, log_dir / f"batching-{batching}.log") as started:
+                results += bench_server(started, batching, counts, per_client, photo_size, edit_steps)
+    get_settings.cache_clear()
+    repeat = [r for r in results if r.scenario == "segment, repeat click" and r.clients == 1]
+    overhead = None
+    if repeat:
+        local = in_process_repeat_click_ms(photo_size, max(10, per_client), get_settings())
+        http_p50, local_p50 = repeat[0].percentile(50), float(np.median(local))
+        overhead = {"http_p50_ms": http_p50, "in_process_p50_ms": local_p50, "overhead_p50_ms": http_p50 - local_p50}
+    typer.echo(format_table(results, overhead))
+    if json_path:
+        json_path.write_text(json.dumps({"results": [r.row() for r in results], "overhead": overhead}, indent=2))
+        typer.echo(f"wrote {json_path}")

@@ -1,0 +1,38 @@
+"""What `GET /info` says: each stage's profile and model, the device, versions, and a notice for demo models."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+from typing import Any
+
+import serving
+
+DEMO_NOTICE = (
+    "Demo models with random weights are running ({stages}): results are noise, not edits. Put the real weights "
+    "in checkpoints/ (python -m serving weights --download, or see checkpoints/README.md) and restart."
+)
+_PACKAGES = ("torch", "diffusers", "transformers", "segment-anything", "bentoml", "ollama")
+
+
+def versions() -> dict[str, str]:
+    found = {"moodshift": serving.__version__, "python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "missing"
+    return found
+
+
+def describe(segment: dict[str, Any], diffusion: dict[str, Any], prompt_stages: dict[str, Any]) -> dict[str, Any]:
+    """The /info document from the stages' own `info()` answers."""
+    demo = [name for name, entry in (("segment", segment), ("diffusion", diffusion)) if entry.get("demo")]
+    return {
+        "stages": {"segment": segment, "diffusion": diffusion, **prompt_stages},
+        "device": diffusion.get("device", "unknown"),
+        "dtype": diffusion.get("dtype", "unknown"),
+        "versions": versions(),
+        "demo_models": bool(demo),
+        "notice": DEMO_NOTICE.format(stages=", ".join(demo)) if demo else None,
+    }

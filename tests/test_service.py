@@ -1,0 +1,360 @@
+"""The HTTP contract through BentoML's ASGI app (tiny models, stand-in Ollama): every endpoint, every error."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving.core.images import encode_png_base64
+from serving.core.masks import mask_from_png_bytes, mask_to_png_bytes
+from tests.fake_ollama import FakeOllama
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _decode_png(text: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(text))))
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width×height (a decompression bomb: a few hundred bytes on disk)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    """One gateway with local stage instances (what `bentoml.depends` gives outside `bentoml serve`)."""
+    from starlette.testclient import TestClient
+
+    with pytest.MonkeyPatch.context() as patch, FakeOllama() as ollama:
+        patch.setenv("MOODSHIFT_PROFILE", "tiny")
+        patch.setenv("MOODSHIFT_WORKING_PIXELS", str(128 * 128))
+        patch.setenv("MOODSHIFT_OLLAMA_HOST", ollama.url)
+        patch.setenv("MOODSHIFT_OLLAMA_TIMEOUT_S", "5")
+        patch.setenv("MOODSHIFT_DEFAULT_STEPS", "2")
+        from serving.settings import get_settings
+
+        get_settings.cache_clear()
+        from serving.service import Moodshift
+
+        with TestClient(Moodshift.to_asgi(), raise_server_exceptions=False) as test_client:
+            test_client.ollama = ollama
+            yield test_client
+        get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def photo(coffee) -> str:
+    return encode_png_base64(coffee)  # 600×400
+
+
+@pytest.fixture(scope="module")
+def subject_mask() -> np.ndarray:
+    mask = np.zeros((400, 600), dtype=bool)
+    mask[120:300, 200:420] = True
+    return mask
+
+
+def _error(response, status: int) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert isinstance(body, dict) and isinstance(body.get("error"), str), body
+    assert "Traceback" not in response.text
+    return body["error"]
+
+
+# --- success paths ------------------------------------------------------------------------------------------
+
+
+def test_segment_returns_image_sized_mask_and_caches_the_embedding(client, photo):
+    first = client.post("/segment", json={"image": photo, "points": [{"x": 300, "y": 200, "label": 1}]})
+    assert first.status_code == 200, first.text
+    body = first.json()
+    mask = _decode_png(body["mask"])
+    assert mask.shape == (400, 600)
+    assert set(np.unique(mask)) <= {0, 255}
+    assert 0 <= body["score"] <= 1.5 and len(body["image_id"]) == 32
+    again = client.post(
+        "/segment",
+        json={"image": photo, "points": [{"x": 300, "y": 200, "label": 1}, {"x": 20, "y": 20, "label": 0}]},
+    ).json()
+    assert again["image_id"] == body["image_id"] and again["cached"] is True
+
+
+def test_segment_accepts_a_box_alone(client, photo):
+    response = client.post("/segment", json={"image": photo, "box": [100, 50, 500, 350]})
+    assert response.status_code == 200, response.text
+    assert _decode_png(response.json()["mask"]).shape == (400, 600)
+
+
+def test_mood_uses_llava_through_ollama(client, photo):
+    body = client.post("/mood", json={"image": photo}).json()
+    assert body == {"keywords": ["calm", "warm", "serene", "nostalgic"], "source": "llava", "reason": None}
+
+
+def test_prompt_fits_clip_and_keeps_the_word(client):
+    body = client.post("/prompt", json={"keywords": ["calm", "warm"], "user_keyword": "galaxy"}).json()
+    assert body["source"] == "llm" and body["reason"] is None
+    assert body["prompt"].startswith("galaxy, ") and "\n" not in body["prompt"]
+    assert 3 <= body["tokens"] <= 77
+
+
+def test_edit_with_mask_keeps_subject_pixels_and_input_size(client, photo, coffee, subject_mask):
+    response = client.post(
+        "/edit",
+        json={
+            "image": photo,
+            "mask": _b64(mask_to_png_bytes(subject_mask)),
+            "prompt": "a misty forest",
+            "seed": 7,
+            "steps": 2,
+            "variants": 2,
+            "feather": 4,
+        },
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["seeds"] == [7, 8] and body["prompt"] == "a misty forest" and body["prompt_source"] == "user"
+    assert len(body["images"]) == 2
+    first, second = (_decode_png(image) for image in body["images"])
+    assert first.shape == coffee.shape
+    np.testing.assert_array_equal(first[subject_mask], coffee[subject_mask])
+    assert np.abs(first[~subject_mask].astype(int) - coffee[~subject_mask]).mean() > 5, "background must change"
+    assert not np.array_equal(first, second), "variants differ"
+    assert body["timings"]["diffusion_s"] > 0 and body["timings"]["total_s"] >= body["timings"]["diffusion_s"]
+
+
+def test_edit_with_points_and_keyword_runs_every_stage(client, photo):
+    body = client.post(
+        "/edit",
+        json={"image": photo, "points": [{"x": 300, "y": 200, "label": 1}], "user_keyword": "galaxy", "seed": 1},
+    ).json()
+    assert body["prompt"].startswith("galaxy") and body["prompt_source"] == "llm"
+    assert {"segment_s", "prompt_s", "diffusion_s"} <= set(body["timings"])
+    assert _decode_png(body["images"][0]).shape == (400, 600, 3)
+
+
+def test_same_seed_same_image(client, photo, subject_mask):
+    request = {"image": photo, "mask": _b64(mask_to_png_bytes(subject_mask)), "prompt": "dunes", "seed": 3}
+    first = client.post("/edit", json=request).json()["images"][0]
+    assert client.post("/edit", json=request).json()["images"][0] == first
+
+
+def test_info_reports_profiles_and_demo_notice(client):
+    body = client.get("/info").json()
+    assert body["stages"]["segment"]["profile"] == "tiny" and body["stages"]["diffusion"]["profile"] == "tiny"
+    assert body["stages"]["mood"] == {"model": "llava", "host": client.ollama.url, "reachable": True}
+    assert body["demo_models"] is True and "random weights" in body["notice"]
+    assert body["device"] == "cpu" and body["versions"]["bentoml"].startswith("1.4")
+    assert client.post("/info", json={}).json()["stages"] == body["stages"]
+
+
+def test_health_and_docs_stay_available(client):
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/livez").status_code == 200
+    assert "/edit_submit" in client.get("/docs.json").json()["paths"]
+
+
+# --- progress -----------------------------------------------------------------------------------------------
+
+
+def _wait_for(client, job_id: str, seconds: float = 60) -> tuple[dict, list[dict]]:
+    seen = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = client.post("/edit_status", json={"job_id": job_id}).json()
+        seen.append(status)
+        if status["state"] in ("done", "failed", "cancelled"):
+            return status, seen
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish: {seen[-1]}")
+
+
+def test_submitted_edit_reports_steps_then_the_result(client, photo, subject_mask):
+    submitted = client.post(
+        "/edit_submit",
+        json={"image": photo, "mask": _b64(mask_to_png_bytes(subject_mask)), "prompt": "snowy peaks", "steps": 6},
+    )
+    assert submitted.status_code == 200, submitted.text
+    job = submitted.json()
+    assert job["total_steps"] == 6
+    final, seen = _wait_for(client, job["job_id"])
+    assert final["state"] == "done" and final["step"] == final["total"] == 6
+    steps = [status["step"] for status in seen]
+    assert steps == sorted(steps), "progress never goes backwards"
+    assert _decode_png(final["result"]["images"][0]).shape == (400, 600, 3)
+
+
+def test_cancel_stops_a_running_edit(client, photo, subject_mask):
+    job = client.post(
+        "/edit_submit",
+        json={"image": photo, "mask": _b64(mask_to_png_bytes(subject_mask)), "prompt": "long", "steps": 150},
+    ).json()
+    deadline = time.monotonic() + 30
+    while client.post("/edit_status", json={"job_id": job["job_id"]}).json()["step"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert client.post("/edit_cancel", json={"job_id": job["job_id"]}).json()["job_id"] == job["job_id"]
+    final, _ = _wait_for(client, job["job_id"])
+    assert final["state"] == "cancelled" and final["step"] < 150
+    assert "result" not in final
+
+
+def test_unknown_job_is_404(client):
+    assert "no edit job with id 'nope'" in _error(client.post("/edit_status", json={"job_id": "nope"}), 404)
+    assert "no edit job" in _error(client.post("/edit_cancel", json={"job_id": "nope"}), 404)
+
+
+# --- caller mistakes ----------------------------------------------------------------------------------------
+
+
+def test_undecodable_image(client):
+    message = _error(client.post("/segment", json={"image": "not base64 at all!", "points": []}), 400)
+    assert "base64" in message
+    message = _error(client.post("/mood", json={"image": _b64(b"GIF89a but not really")}), 400)
+    assert "image" in message
+
+
+def test_truncated_image(client, coffee):
+    buffer = io.BytesIO()
+    Image.fromarray(coffee).save(buffer, format="JPEG")
+    message = _error(client.post("/mood", json={"image": _b64(buffer.getvalue()[:2000])}), 400)
+    assert "truncated" in message
+
+
+def test_decompression_bomb_is_413(client):
+    message = _error(client.post("/segment", json={"image": _b64(_png_claiming(20000, 10000)), "points": []}), 413)
+    assert "decompression bomb" in message and "200000000 pixels" in message
+
+
+def test_image_over_pixel_limit_is_413(client):
+    buffer = io.BytesIO()
+    Image.new("L", (6500, 6500)).save(buffer, format="PNG")  # 42 MP > the 40 MP default, ~40 KB on the wire
+    message = _error(client.post("/mood", json={"image": _b64(buffer.getvalue())}), 413)
+    assert "6500×6500" in message and "MOODSHIFT_MAX_IMAGE_PIXELS" in message
+
+
+def test_body_over_size_limit_is_413(client):
+    body = b'{"image": "' + b"A" * 26_000_000 + b'"}'  # default limit: 25 MB
+    response = client.post("/mood", content=body, headers={"content-type": "application/json"})
+    assert "limit is 25.0 MB" in _error(response, 413)
+
+
+def test_bad_json(client):
+    response = client.post("/segment", content=b'{"image": ', headers={"content-type": "application/json"})
+    assert "not valid JSON" in _error(response, 400)
+
+
+def test_wrong_json_types_name_the_field(client, photo):
+    message = _error(client.post("/segment", json={"image": photo, "points": "x=3"}), 400)
+    assert message.startswith("invalid request: points")
+    message = _error(
+        client.post("/edit", json={"image": photo, "prompt": "x", "steps": "ten", "box": [1, 2, 3, 4]}), 400
+    )
+    assert "steps" in message
+
+
+@pytest.mark.parametrize(
+    ("points", "box", "expected"),
+    [
+        ([{"x": 700, "y": 10, "label": 1}], None, "outside the 600×400 image"),
+        ([{"x": -1, "y": 10, "label": 1}], None, "outside"),
+        ([{"x": 10, "y": 10, "label": 2}], None, "label"),
+        ([], None, "no prompt"),
+        ([], [500, 10, 100, 300], "box"),
+    ],
+)
+def test_bad_prompts_are_400(client, photo, points, box, expected):
+    assert expected in _error(client.post("/segment", json={"image": photo, "points": points, "box": box}), 400)
+
+
+def test_nan_coordinate_is_400(client, photo):
+    body = f'{{"image": "{photo}", "points": [{{"x": NaN, "y": 3, "label": 1}}]}}'
+    message = _error(client.post("/segment", content=body, headers={"content-type": "application/json"}), 400)
+    assert "finite" in message or "nan" in message.lower()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("steps", 0), ("steps", 151), ("guidance", -1), ("guidance", 31), ("variants", 9), ("seed", -5), ("feather", 999)],
+)
+def test_out_of_range_options_are_400_naming_the_field(client, photo, subject_mask, field, value):
+    request = {"image": photo, "mask": _b64(mask_to_png_bytes(subject_mask)), "prompt": "x", field: value}
+    for path in ("/edit", "/edit_submit"):
+        assert _error(client.post(path, json=request), 400).startswith(f"invalid request: {field}:")
+
+
+def test_mask_of_another_size_or_empty(client, photo):
+    wrong = _b64(mask_to_png_bytes(np.ones((10, 10), dtype=bool)))
+    assert "must match" in _error(client.post("/edit", json={"image": photo, "mask": wrong, "prompt": "x"}), 400)
+    empty = _b64(mask_to_png_bytes(np.zeros((400, 600), dtype=bool)))
+    assert "no subject" in _error(client.post("/edit", json={"image": photo, "mask": empty, "prompt": "x"}), 400)
+
+
+def test_edit_needs_a_subject_and_a_prompt(client, photo, subject_mask):
+    mask = _b64(mask_to_png_bytes(subject_mask))
+    assert "no subject" in _error(client.post("/edit", json={"image": photo, "prompt": "x"}), 400)
+    assert "no prompt" in _error(client.post("/edit", json={"image": photo, "mask": mask}), 400)
+    both = {"image": photo, "mask": mask, "points": [{"x": 1, "y": 1, "label": 1}], "prompt": "x"}
+    assert "not both" in _error(client.post("/edit", json=both), 400)
+
+
+def test_empty_keyword_is_400(client, photo):
+    assert "empty" in _error(client.post("/prompt", json={"keywords": ["calm"], "user_keyword": " \n\t "}), 400)
+    request = {"image": photo, "points": [{"x": 300, "y": 200, "label": 1}], "user_keyword": "\x00\x01"}
+    assert "empty" in _error(client.post("/edit_submit", json=request), 400)
+
+
+def test_mask_round_trip_helper_matches_the_api(client, photo):
+    mask = client.post("/segment", json={"image": photo, "points": [{"x": 300, "y": 200}]}).json()["mask"]
+    assert mask_from_png_bytes(base64.b64decode(mask), (600, 400)).shape == (400, 600)
+
+
+# --- failures inside ----------------------------------------------------------------------------------------
+
+
+def test_runner_exception_is_a_short_500_and_the_service_stays_up(client, photo, subject_mask, monkeypatch):
+    from serving.models.blended_sdxl import BlendedSDXLRunner
+
+    def explode(self, edits, size):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(BlendedSDXLRunner, "_run_group", explode)
+    request = {"image": photo, "mask": _b64(mask_to_png_bytes(subject_mask)), "prompt": "x", "seed": 1}
+    message = _error(client.post("/edit", json=request), 500)
+    assert "CUDA out of memory (simulated)" in message and len(message) < 300
+    job = client.post("/edit_submit", json=request).json()
+    final, _ = _wait_for(client, job["job_id"])
+    assert final["state"] == "failed" and "CUDA out of memory" in final["error"]
+    monkeypatch.undo()
+    assert client.post("/edit", json=request).status_code == 200
+
+
+def test_ollama_down_falls_back_and_says_so(client, photo):
+    client.ollama.stop()
+    try:
+        mood = client.post("/mood", json={"image": encode_png_base64(np.full((64, 80, 3), 30, np.uint8))}).json()
+        assert mood["source"] == "heuristic" and "unreachable" in mood["reason"]
+        prompt = client.post("/prompt", json={"keywords": mood["keywords"], "user_keyword": "forest"}).json()
+        assert prompt["source"] == "template" and prompt["prompt"].startswith("forest")
+        info = client.get("/info").json()
+        assert info["stages"]["prompt"]["reachable"] is False
+    finally:
+        client.ollama.start()

@@ -1,0 +1,159 @@
+"""A real `bentoml serve` (tiny models, stand-in Ollama): the whole flow over HTTP, batching, `bentoml build`."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from serving.bench.server_process import running_service
+from serving.core.images import encode_png_base64
+from tests.fake_ollama import FakeOllama
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _decode_png(text: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(text))))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with FakeOllama() as ollama:
+        env = {
+            "MOODSHIFT_PROFILE": "tiny",
+            "MOODSHIFT_WORKING_PIXELS": str(128 * 128),
+            "MOODSHIFT_OLLAMA_HOST": ollama.url,
+            "MOODSHIFT_OLLAMA_TIMEOUT_S": "10",
+            "MOODSHIFT_SEGMENT_MAX_LATENCY_MS": "20000",
+        }
+        with running_service(env, tmp_path_factory.mktemp("server") / "server.log") as url:
+            yield url
+
+
+def test_segment_mood_prompt_edit_over_http(server, coffee):
+    photo = encode_png_base64(coffee)
+    segment = requests.post(f"{server}/segment", json={"image": photo, "points": [{"x": 300, "y": 200}]}, timeout=60)
+    assert segment.status_code == 200, segment.text
+    mask = _decode_png(segment.json()["mask"]) > 127
+    assert mask.shape == (400, 600)
+    if mask.all() or not mask.any():  # random weights: make sure both regions exist for the pixel check below
+        mask[:] = False
+        mask[100:300, 200:400] = True
+    mood = requests.post(f"{server}/mood", json={"image": photo}, timeout=60).json()
+    assert mood["source"] == "llava" and mood["keywords"][0] == "calm"
+    prompt = requests.post(
+        f"{server}/prompt", json={"keywords": mood["keywords"], "user_keyword": "forest"}, timeout=60
+    ).json()
+    assert prompt["source"] == "llm" and "forest" in prompt["prompt"] and prompt["tokens"] <= 77
+    edit = requests.post(
+        f"{server}/edit",
+        json={"image": photo, "mask": encode_png_base64(mask), "prompt": prompt["prompt"], "steps": 2, "seed": 5},
+        timeout=120,
+    )
+    assert edit.status_code == 200, edit.text
+    result = _decode_png(edit.json()["images"][0])
+    assert result.shape == coffee.shape
+    np.testing.assert_array_equal(result[mask], coffee[mask])
+
+
+def test_sync_http_client_edit(server, astronaut):
+    import bentoml
+
+    mask = np.zeros(astronaut.shape[:2], dtype=bool)
+    mask[100:400, 150:350] = True
+    with bentoml.SyncHTTPClient(server) as client:
+        segment = client.segment(image=encode_png_base64(astronaut), points=[{"x": 250, "y": 200, "label": 1}])
+        assert _decode_png(segment["mask"]).shape == (512, 512)
+        result = client.edit(
+            image=encode_png_base64(astronaut), mask=encode_png_base64(mask), prompt="galaxy", steps=2, seed=1
+        )
+    image = _decode_png(result["images"][0])
+    assert image.shape == astronaut.shape
+    np.testing.assert_array_equal(image[mask], astronaut[mask])
+
+
+def test_concurrent_new_images_share_an_encoder_batch(server):
+    rng = np.random.default_rng(0)
+    photos = [encode_png_base64(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)) for _ in range(8)]
+
+    def click(photo: str) -> int:
+        return requests.post(
+            f"{server}/segment", json={"image": photo, "points": [{"x": 80, "y": 60}]}, timeout=120
+        ).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(click, photos)) == [200] * 8
+    stats = requests.get(f"{server}/stats", timeout=30).json()
+    assert sum(stats["segment"]["batch_sizes"]) >= 8
+    assert max(stats["segment"]["batch_sizes"]) > 1, stats["segment"]
+
+
+def test_bentoml_build_packs_the_code_and_no_weights(tmp_path):
+    context = tmp_path / "context"
+    shutil.copytree(REPO / "serving", context / "serving", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "bentofile.yaml", context)
+    (context / "checkpoints").mkdir()
+    (context / "checkpoints" / "sam_vit_h_4b8939.pth").write_bytes(b"weights" * 1000)
+    (context / "tests").mkdir()
+    (context / "tests" / "test_x.py").write_text("x = 1\n")
+    home = tmp_path / "bentoml"
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    build = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", "."],
+        cwd=context,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    [bento] = [p for p in (home / "bentos" / "moodshift").iterdir() if p.is_dir()]
+    files = {str(p.relative_to(bento)) for p in bento.rglob("*") if p.is_file()}
+    assert {"bento.yaml", "src/serving/service.py", "src/serving/pipeline.py", "src/serving/models/sam.py"} <= files
+    assert not [f for f in files if "checkpoints" in f or f.endswith((".pth", ".safetensors")) or "tests/" in f]
+    assert "serving.service:Moodshift" in (bento / "bento.yaml").read_text()
+
+
+def test_stopping_the_service_leaves_no_process(tmp_path):
+    """A readiness probe abandoned during start-up must not keep the gateway worker alive after a stop."""
+    import time
+    import uuid
+
+    import psutil
+
+    marker = uuid.uuid4().hex
+
+    def ours() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter():
+            try:
+                if process.environ().get("MOODSHIFT_TEST_MARKER") == marker and process.status() != "zombie":
+                    found.append(process)
+            except psutil.Error:
+                continue
+        return found
+
+    env = {
+        "MOODSHIFT_PROFILE": "tiny",
+        "MOODSHIFT_OLLAMA_ENABLED": "false",
+        "MOODSHIFT_TEST_MARKER": marker,
+        "MOODSHIFT_SHUTDOWN_TIMEOUT_S": "3",
+    }
+    with running_service(env, tmp_path / "server.log"):
+        assert len(ours()) >= 4  # arbiter + gateway + segment + diffusion workers
+    deadline = time.monotonic() + 30
+    while ours() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ours() == []
