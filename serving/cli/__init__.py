@@ -11,6 +11,7 @@ from serving.cli import mood, prompt  # noqa: F401  isort: skip
 from serving.cli import bench_segment, segment  # noqa: F401  isort: skip
 from serving.cli import bench_diffusion, edit  # noqa: F401  isort: skip
 from serving.cli import bench_serve, serve  # noqa: F401  isort: skip
+from serving.cli import demo  # noqa: F401  isort: skip
 
 # `bench` is listed only once some benchmark exists, so `--help` shows only real commands.
 if bench_app.registered_commands:

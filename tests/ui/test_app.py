@@ -1,0 +1,405 @@
+"""The studio driven with Streamlit's AppTest against the stand-in service.
+
+AppTest cannot run the canvas's JavaScript, so a click is simulated the way the browser reports it: the
+component's value (`{"drawing": {"raw": fabric JSON}, "backgroundFit": ...}`) is set through session_state,
+with each point drawn exactly as the 0.13 point tool draws it from the props the app gave the canvas. The app's
+own code then turns that into points, /segment calls, the overlay and the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from serving.settings import get_settings
+from tests.ui.fake_service import FakeService
+from ui.client import JobStatus
+from ui.history import EditRecord, HistoryStore
+from ui.overlay import MASK_TINT
+from ui.panels import generate
+
+APP = Path(__file__).resolve().parents[2] / "ui" / "app.py"
+
+
+# --- driving the app --------------------------------------------------------------------------------------------
+
+
+def start_studio(service_url: str, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("MOODSHIFT_SERVICE_URL", service_url)
+    get_settings.cache_clear()
+    monkeypatch.setattr(generate, "POLL_INTERVAL_S", 0.01)
+    return AppTest.from_file(str(APP), default_timeout=30).run()
+
+
+@pytest.fixture()
+def studio(fake_service, monkeypatch) -> AppTest:
+    return start_studio(fake_service.url, monkeypatch)
+
+
+def upload(at: AppTest, name: str, data: bytes) -> AppTest:
+    at.file_uploader(key="upload").upload(name, data, "image/png")
+    return at.run()
+
+
+def canvas_props(at: AppTest) -> dict[str, Any]:
+    """What the app passed to st_canvas in the last run (the component's JSON props)."""
+
+    def walk(node):
+        yield node
+        for child in getattr(node, "children", {}).values():
+            yield from walk(child)
+
+    for node in walk(at._tree):
+        proto = getattr(node, "proto", None)
+        if type(proto).__name__ == "BidiComponent" and "drawable_canvas" in proto.component_name:
+            return json.loads(proto.json)
+    raise AssertionError("no canvas on the page")
+
+
+def canvas_background(at: AppTest) -> np.ndarray:
+    url = canvas_props(at)["backgroundImageURL"]
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+
+
+def click(at: AppTest, x: float, y: float) -> AppTest:
+    """A click at canvas (x, y) as the browser reports it: all points so far plus a new Circle, and the fit."""
+    props = canvas_props(at)
+    key = f"canvas-{at.session_state.canvas_gen}"
+    current = at.session_state[key]["drawing"]["raw"] if key in at.session_state else props["initialDrawing"]
+    radius, stroke = props["displayRadius"], props["strokeWidth"]
+    circle = {  # as streamlit_drawable_canvas 0.13's point tool creates it (frontend source)
+        "type": "Circle", "left": x - (radius + stroke / 2), "top": y, "originX": "left", "originY": "center",
+        "radius": radius, "strokeWidth": stroke, "stroke": props["strokeColor"], "fill": props["fillColor"],
+    }  # fmt: skip
+    background = canvas_background(at)
+    height, width = background.shape[:2]
+    # The frontend's "contain" fit of the background into the canvas.
+    scale = min(props["canvasWidth"] / width, props["canvasHeight"] / height)
+    fit = {
+        "naturalWidth": width, "naturalHeight": height, "scaleX": scale, "scaleY": scale,
+        "offsetX": (props["canvasWidth"] - width * scale) / 2, "offsetY": (props["canvasHeight"] - height * scale) / 2,
+    }  # fmt: skip
+    drawing = {**current, "objects": [*current.get("objects", []), circle]}
+    at.session_state[key] = {"drawing": {"raw": drawing, "data": None}, "backgroundFit": fit}
+    return at.run()
+
+
+def texts(elements) -> list[str]:
+    return [element.value for element in elements]
+
+
+def assert_no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+
+
+# --- tests ------------------------------------------------------------------------------------------------------
+
+
+def test_the_photo_is_shown_scaled_on_a_point_canvas(studio, big_photo_png):
+    assert "Upload a photo to start." in texts(studio.info)
+    at = upload(studio, "big.png", big_photo_png)
+    assert_no_exception(at)
+    props = canvas_props(at)
+    assert props["drawingMode"] == "point"
+    assert (props["canvasWidth"], props["canvasHeight"]) == (560, 373)  # 1500×1000 scaled to the 560 px column
+    assert canvas_background(at).shape == (373, 560, 3)
+
+
+def test_clicks_send_image_coordinates_and_the_mask_is_drawn_on_the_canvas(studio, fake_service, big_photo_png):
+    at = click(upload(studio, "big.png", big_photo_png), 280, 186)
+    assert_no_exception(at)
+    # canvas 560×373 -> photo 1500×1000: x 280·1500/560 = 750, y 186·1000/373 = 498.7
+    assert fake_service.calls("/segment")[-1]["points"] == [{"x": 750, "y": 498, "label": 1}]
+    overlay = canvas_background(at)
+    tinted = np.asarray(MASK_TINT)
+    # Inside the fake's disc the photo is tinted toward the mask colour; far outside it is untouched.
+    plain = np.asarray(Image.open(io.BytesIO(big_photo_png)).resize((560, 373), Image.Resampling.LANCZOS))
+    inside = overlay[186, 250].astype(int)
+    assert np.abs(inside - (0.55 * plain[186, 250] + 0.45 * tinted)).max() <= 2
+    assert np.array_equal(overlay[10, 10], plain[10, 10])
+    assert (overlay == 255).all(axis=2).any()  # the white outline
+    assert any("mask covers" in caption for caption in texts(at.caption))
+
+    at.radio(key="point_label").set_value("background")
+    at = click(at.run(), 100, 100)
+    assert canvas_props(at)["fillColor"] == "#ef4444"
+    assert fake_service.calls("/segment")[-1]["points"] == [
+        {"x": 750, "y": 498, "label": 1},
+        {"x": 267, "y": 268, "label": 0},  # 100·1500/560 = 267.9, 100·1000/373 = 268.1
+    ]
+    assert any("embedding reused" in caption for caption in texts(at.caption))  # repeat clicks reuse it
+
+
+def test_undo_and_clear(studio, fake_service, big_photo_png):
+    at = click(click(upload(studio, "big.png", big_photo_png), 280, 186), 400, 300)
+    assert len(fake_service.calls("/segment")[-1]["points"]) == 2
+
+    at.button(key="undo").click()
+    at = at.run()
+    assert fake_service.calls("/segment")[-1]["points"] == [{"x": 750, "y": 498, "label": 1}]
+    # The canvas is remounted showing the remaining point where it was clicked.
+    remaining = canvas_props(at)["initialDrawing"]["objects"]
+    assert len(remaining) == 1
+    assert remaining[0]["left"] + 5 + 1 == pytest.approx(280, abs=0.5) and remaining[0]["top"] == pytest.approx(
+        186, abs=0.5
+    )
+
+    calls = len(fake_service.calls("/segment"))
+    at.button(key="clear").click()
+    at = at.run()
+    assert canvas_props(at)["initialDrawing"]["objects"] == []
+    assert len(fake_service.calls("/segment")) == calls  # nothing to segment
+    assert at.session_state.segmentation is None
+    assert (canvas_background(at) != 255).any(axis=2).all()  # no outline any more
+
+
+def test_an_answer_is_kept_when_a_new_click_interrupts_the_run(studio, fake_service, big_photo_png, monkeypatch):
+    """Regression: a rerun requested during a slow call stops the script at the spinner's exit; the mood and
+    mask that had arrived were lost and never asked for again (an empty mood box, no overlay, no error)."""
+    import contextlib
+
+    import streamlit
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    real_spinner = streamlit.spinner
+    interrupted = []
+
+    @contextlib.contextmanager
+    def interrupted_spinner(*args, **kwargs):
+        with real_spinner(*args, **kwargs):
+            yield
+        interrupted.append(args[0])
+        raise StopException()  # what Streamlit raises at the next st call when a rerun is pending
+
+    monkeypatch.setattr(streamlit, "spinner", interrupted_spinner)
+    at = click(upload(studio, "big.png", big_photo_png), 280, 186)
+    monkeypatch.setattr(streamlit, "spinner", real_spinner)
+    assert interrupted == ["Reading the photo's mood…", "Finding the subject…"]
+    at = at.run()
+    assert_no_exception(at)
+    assert at.text_input(key="keywords_text").value == "calm, warm, soft"
+    assert at.session_state.segmentation is not None and at.session_state.mask_overlay is not None
+    assert len(fake_service.calls("/mood")) == 1 and len(fake_service.calls("/segment")) == 1  # not asked twice
+
+
+def test_mood_and_prompt_preview(studio, fake_service, big_photo_png):
+    at = upload(studio, "big.png", big_photo_png)
+    assert at.text_input(key="keywords_text").value == "calm, warm, soft"
+    assert any("fallback: estimated from the photo's colours" in caption for caption in texts(at.caption))
+
+    at.text_input(key="keywords_text").input("calm, golden")
+    at.text_input(key="user_word").input("forest")
+    at = at.run()
+    assert fake_service.calls("/prompt")[-1] == {"keywords": ["calm", "golden"], "user_keyword": "forest"}
+    prompt = at.text_area(key="prompt_text").value
+    assert prompt == "forest, calm, golden, cinematic lighting, highly detailed"
+    assert f"{len(prompt.split()) + 2}/77 CLIP tokens · Source: fallback: template — fake" in texts(at.caption)
+
+    at.text_area(key="prompt_text").input("a neon city at night")
+    at = at.run()
+    assert any(caption.startswith("Edited by you") for caption in texts(at.caption))
+    at.text_input(key="user_word").input("galaxy")  # a new word does not overwrite the user's own prompt
+    at = at.run()
+    assert at.text_area(key="prompt_text").value == "a neon city at night"
+
+
+def test_generate_follows_the_job_and_saves_a_history_entry(studio, fake_service, big_photo_png):
+    at = studio
+    at.toggle(key="random_seed").set_value(False)
+    at = at.run()  # the seed box is enabled once "random" is off
+    at.number_input(key="seed").set_value(42)
+    at.slider(key="steps").set_value(3)
+    at.slider(key="variants").set_value(2)
+    at.slider(key="feather").set_value(4)
+    at = click(upload(at.run(), "big.png", big_photo_png), 280, 186)
+    at.text_input(key="user_word").input("forest")
+    at = at.run()
+    at.button(key="generate").click()
+    at = at.run()
+    assert_no_exception(at)
+
+    body = fake_service.calls("/edit_submit")[-1]
+    assert body["seed"] == 42 and body["steps"] == 3 and body["variants"] == 2 and body["feather"] == 4
+    assert body["prompt"] == "forest, calm, warm, soft, cinematic lighting, highly detailed"
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["mask"]))))
+    assert mask.shape == (1000, 1500) and mask[498, 750] == 255  # the mask the user saw, at full size
+    assert len(fake_service.calls("/edit_status")) == 3  # followed step by step
+
+    entries = HistoryStore(get_settings().history_dir).list()
+    assert len(entries) == 1
+    entry = entries[0]
+    record = entry.record
+    assert record.prompt == body["prompt"] and record.seeds == [42, 43]
+    assert record.params == {"seed": 42, "steps": 3, "guidance": 7.0, "variants": 2, "feather": 4, "strength": 1.0}
+    assert record.timings["total_s"] == 0.02 and record.timings["wall_s"] > 0
+    assert record.image_id == at.session_state.segmentation.image_id
+    assert record.user_keyword == "forest" and record.keywords == ["calm", "warm", "soft"]
+    assert record.points == [{"x": 750, "y": 498, "label": 1}] and record.source_name == "big.png"
+    assert (entry.width, entry.height) == (1500, 1000) and len(entry.result_paths) == 2
+
+    assert "Saved to history" in texts(at.success)
+    downloads = at.get("download_button")
+    assert [d.proto.label for d in downloads] == ["Download variant 1", "Download variant 2"]
+
+
+def test_a_failed_generation_says_why_and_saves_nothing(studio, fake_service, big_photo_png):
+    fake_service.fail_job = "CUDA out of memory"
+    at = click(upload(studio, "big.png", big_photo_png), 280, 186)
+    at.text_input(key="user_word").input("forest")
+    at = at.run()
+    at.button(key="generate").click()
+    at = at.run()
+    assert_no_exception(at)
+    assert any("Generation failed." in e and "CUDA out of memory" in e for e in texts(at.error))
+    assert HistoryStore(get_settings().history_dir).list() == []
+    assert at.session_state.job is None
+
+
+def test_service_down_shows_the_url_tried_and_keeps_the_users_clicks(fake_service, monkeypatch, big_photo_png):
+    down_url = fake_service.url
+    fake_service.stop()
+    at = start_studio(down_url, monkeypatch)
+    assert_no_exception(at)
+    assert any(f"`{down_url}/info`" in e for e in texts(at.sidebar.error))
+
+    at = click(upload(at, "big.png", big_photo_png), 280, 186)
+    assert_no_exception(at)
+    errors = texts(at.error)
+    assert any("Reading the mood failed." in e and f"`{down_url}/mood`" in e for e in errors)
+    assert any("Finding the subject failed." in e and f"`{down_url}/segment`" in e for e in errors)
+    assert any("connection refused" in e for e in errors)
+    assert [p.to_json() for p in at.session_state.points] == [{"x": 750, "y": 498, "label": 1}]
+
+    with FakeService() as live:  # the user fixes the URL in the sidebar and tries again
+        at.text_input(key="service_url").input(live.url)
+        at = at.run()
+        at.button(key="retry_segment").click()
+        at = at.run()
+        assert_no_exception(at)
+        assert live.calls("/segment")[-1]["points"] == [{"x": 750, "y": 498, "label": 1}]
+        assert not any("Finding the subject failed." in e for e in texts(at.error))
+
+
+def test_a_file_that_is_not_an_image_gets_a_clear_message(studio):
+    at = upload(studio, "notes.png", b"these are my notes, not a photo")
+    assert_no_exception(at)
+    assert any("notes.png is not a readable image" in e for e in texts(at.error))
+    assert "Upload a photo to start." in texts(at.info)
+
+
+def test_the_demo_banner_follows_the_services_demo_models_flag(fake_service, monkeypatch):
+    at = start_studio(fake_service.url, monkeypatch)
+    assert any("Demo models." in w and fake_service.notice in w for w in texts(at.warning))
+    fake_service.demo_models = False
+    at = start_studio(fake_service.url, monkeypatch)
+    assert not any("Demo models" in w for w in texts(at.warning))
+
+
+def _saved_entry(prompt: str = "misty forest, soft light") -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (30, 20), (0, 128, 0)).save(buffer, format="PNG")
+    record = EditRecord(
+        prompt=prompt, seeds=[1234], params={"seed": 1234, "steps": 12, "guidance": 5.5, "variants": 1,
+        "feather": 16, "strength": 0.8}, timings={"total_s": 3.5}, image_id="img1", source_name="cat.png",
+        user_keyword="forest", keywords=["calm"], negative_prompt="text",
+    )  # fmt: skip
+    return HistoryStore(get_settings().history_dir).add(Image.new("RGB", (30, 20)), [buffer.getvalue()], record).id
+
+
+def test_the_gallery_survives_a_restart_and_reuses_an_entrys_settings(fake_service, monkeypatch):
+    entry_id = _saved_entry()  # saved by an earlier session
+    at = start_studio(fake_service.url, monkeypatch)
+    at.switch_page("views/history.py")
+    at = at.run()
+    assert_no_exception(at)
+    assert "History" in texts(at.title)
+    assert any("1 saved edit" in caption for caption in texts(at.caption))
+    assert any("misty forest, soft light" in caption for caption in texts(at.caption))
+
+    at.button(key=f"reuse-{entry_id}").click()
+    at = at.run()
+    assert_no_exception(at)
+    assert "Moodshift studio" in texts(at.title)  # back in the studio
+    state = at.session_state
+    assert state.prompt_text == "misty forest, soft light" and state.user_word == "forest"
+    assert (state.random_seed, state.seed, state.steps, state.guidance) == (False, 1234, 12, 5.5)
+    assert (state.feather, state.strength, state.negative_prompt) == (16, 0.8, "text")
+    assert at.slider(key="steps").value == 12
+
+
+def test_delete_asks_for_confirmation(fake_service, monkeypatch):
+    keep, drop = _saved_entry("keep me"), _saved_entry("drop me")
+    at = start_studio(fake_service.url, monkeypatch)
+    at.switch_page("views/history.py")
+    at = at.run()
+    at.button(key=f"delete-{drop}").click()
+    at = at.run()
+    assert "Delete this edit for good?" in texts(at.warning)
+    assert len(HistoryStore(get_settings().history_dir).list()) == 2  # nothing deleted yet
+    at.button(key=f"yes-{drop}").click()
+    at = at.run()
+    assert_no_exception(at)
+    assert [entry.id for entry in HistoryStore(get_settings().history_dir).list()] == [keep]
+    assert any("1 saved edit" in caption for caption in texts(at.caption))
+
+
+def test_a_lost_status_keeps_the_job_and_cancel_stops_it(studio, fake_service, big_photo_png):
+    at = click(upload(studio, "big.png", big_photo_png), 280, 186)
+    at.text_input(key="user_word").input("forest")
+    at = at.run()
+    fake_service.fail["edit_status"] = (503, "service busy")
+    at.button(key="generate").click()
+    at = at.run()
+    assert_no_exception(at)
+    assert any("Generating failed." in e and "service busy" in e and "/edit_status" in e for e in texts(at.error))
+    job_id = at.session_state.job["job_id"]  # still followed: the job may be running
+
+    at.button(key="cancel").click()
+    at = at.run()
+    assert fake_service.calls("/edit_cancel")[-1] == {"job_id": job_id}
+    assert at.session_state.job is None and "Generation cancelled." in texts(at.info)
+    assert HistoryStore(get_settings().history_dir).list() == []
+
+
+@pytest.mark.parametrize(
+    ("state", "stage", "step", "text"),
+    [
+        ("queued", "queued", 0, "Queued · 3 s"),
+        ("running", "segment", 0, "Preparing (segment) · 3 s"),
+        ("running", "diffusion", 4, "Step 4 of 30 · 3 s"),
+        ("running", None, 0, "Step 0 of 30 · 3 s"),
+    ],
+)
+def test_progress_text(state, stage, step, text):
+    status = JobStatus(job_id="j", state=state, step=step, total=30, stage=stage)
+    assert generate.progress_text(status, 3.2) == text
+
+
+def test_the_studio_never_imports_torch_or_the_models(tmp_path):
+    """The UI talks HTTP only: running every page must not pull in torch or serving.models."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({str(APP)!r}, default_timeout=30).run()
+assert not at.exception, at.exception
+at.switch_page("views/history.py")
+assert not at.run().exception
+heavy = sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.", "serving.models", "diffusers")))
+print("HEAVY", heavy)
+"""
+    env = {"PYTHONPATH": str(APP.parents[1]), "MOODSHIFT_SERVICE_URL": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin",
+           "MOODSHIFT_HISTORY_DIR": str(tmp_path)}  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "HEAVY []" in result.stdout

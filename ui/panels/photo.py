@@ -1,0 +1,57 @@
+"""Photo upload: checks the file and resets the per-photo state when a new photo arrives."""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from serving.settings import get_settings
+from ui.upload import ACCEPTED_TYPES, SourceImage, UploadError, read_upload
+
+
+def set_source(source: SourceImage | None) -> None:
+    """Make `source` the photo being edited, forgetting the points, mask and mood of the previous one."""
+    state = st.session_state
+    if state.source is not None and source is not None and state.source.sha256 == source.sha256:
+        return
+    state.source = source
+    state.points = []
+    state.canvas_gen += 1
+    state.segmentation = None
+    state.mask_overlay = None
+    state.segment_attempt = []
+    state.segment_error = None
+    state.mood = None
+    state.mood_for = None
+    state.mood_error = None
+    state.results = None
+
+
+def _on_upload() -> None:
+    upload = st.session_state.upload
+    st.session_state.upload_error = None
+    if upload is None:  # the user removed the file
+        set_source(None)
+        return
+    settings = get_settings()
+    try:
+        set_source(read_upload(upload.name, upload.getvalue(), settings.max_upload_mb, settings.max_image_pixels))
+    except UploadError as exc:
+        st.session_state.upload_error = str(exc)
+
+
+def render() -> SourceImage | None:
+    """The uploader; returns the photo being edited (kept across reruns and page switches)."""
+    settings = get_settings()
+    st.file_uploader(
+        "Photo",
+        type=list(ACCEPTED_TYPES),
+        max_upload_size=max(1, math.ceil(settings.max_upload_mb)),
+        key="upload",
+        on_change=_on_upload,
+        help=f"PNG, JPEG or WebP, up to {settings.max_upload_mb:g} MB and {settings.max_image_pixels / 1e6:g} MP.",
+    )
+    if st.session_state.upload_error:
+        st.error(st.session_state.upload_error, icon=":material/broken_image:")
+    return st.session_state.source

@@ -1,0 +1,159 @@
+"""Point prompts on the canvas and the live subject mask from /segment, drawn over the photo."""
+
+from __future__ import annotations
+
+import io
+
+import streamlit as st
+from PIL import Image
+from streamlit_drawable_canvas import st_canvas
+
+from ui.canvas import (
+    LABEL_COLORS,
+    NEGATIVE,
+    POINT_OUTLINE,
+    POINT_RADIUS,
+    POINT_STROKE,
+    POSITIVE,
+    CanvasGeometry,
+    Point,
+    drawing_to_points,
+    fit_canvas,
+    points_to_drawing,
+)
+from ui.client import ServiceError, get_client
+from ui.feedback import show_service_error
+from ui.overlay import mask_array, overlay_mask
+from ui.upload import SourceImage
+
+# Fits the wide layout's left column on a 1400 px window; a wider canvas would scroll sideways.
+CANVAS_MAX_WIDTH = 560
+CANVAS_MAX_HEIGHT = 560
+LABEL_CHOICES = {"subject": POSITIVE, "background": NEGATIVE}
+
+
+def canvas_key() -> str:
+    """The canvas widget's key; a new generation remounts the canvas with the session's points."""
+    return f"canvas-{st.session_state.canvas_gen}"
+
+
+def _remount(points: list[Point]) -> None:
+    st.session_state.points = points
+    st.session_state.canvas_gen += 1
+
+
+def _undo() -> None:
+    _remount(st.session_state.points[:-1])
+
+
+def _clear() -> None:
+    _remount([])
+
+
+def _retry() -> None:
+    st.session_state.segment_attempt = None
+
+
+def _display_image(source: SourceImage, geometry: CanvasGeometry) -> Image.Image:
+    size = (geometry.display_width, geometry.display_height)
+    cached = st.session_state.get("_display")
+    if cached is None or cached[0] != (source.sha256, size):
+        cached = ((source.sha256, size), source.image.resize(size, Image.Resampling.LANCZOS))
+        st.session_state["_display"] = cached
+    return cached[1]
+
+
+def _segment(source: SourceImage, points: list[Point], display: Image.Image) -> None:
+    """Ask /segment for the points' mask and prepare the overlay; errors keep the points and say why."""
+    state = st.session_state
+    if not any(point.label == POSITIVE for point in points):  # no subject point yet: nothing to segment
+        state.update(segmentation=None, mask_overlay=None, segment_error=None, segment_attempt=points)
+        return
+    with st.spinner("Finding the subject…"):
+        # Everything is recorded inside the block: a rerun requested meanwhile (another click) interrupts the
+        # script at the spinner's exit, and the outcome must not be lost with it.
+        try:
+            segmentation = get_client(state.service_url).segment(source.b64, [p.to_json() for p in points])
+        except ServiceError as exc:
+            state.update(segmentation=None, mask_overlay=None, segment_error=exc, segment_attempt=points)
+        else:
+            mask = Image.open(io.BytesIO(segmentation.mask_png))
+            state.update(
+                segmentation=segmentation,
+                mask_overlay=overlay_mask(display, mask),
+                mask_coverage=float(mask_array(mask, display.size).mean()),
+                segment_error=None,
+                segment_attempt=points,
+            )
+
+
+def render(source: SourceImage) -> None:
+    """The canvas (click = point), the point-type toggle, undo/clear and the mask's status line."""
+    state = st.session_state
+    geometry = fit_canvas(source.width, source.height, CANVAS_MAX_WIDTH, CANVAS_MAX_HEIGHT)
+    display = _display_image(source, geometry)
+
+    label = LABEL_CHOICES[
+        st.radio(
+            "Each click marks",
+            list(LABEL_CHOICES),
+            format_func=lambda choice: {
+                "subject": ":green[:material/add_circle:] Subject",
+                "background": ":red[:material/do_not_disturb_on:] Not subject",
+            }[choice],
+            key="point_label",
+            horizontal=True,
+        )
+    ]
+    key = canvas_key()
+    if key not in state:  # first draw of this canvas: show the session's points on it
+        state.canvas_initial = points_to_drawing(state.points, geometry)
+    result = st_canvas(
+        drawing_mode="point",
+        background_image=state.mask_overlay if state.mask_overlay is not None else display,
+        background_image_fit="contain",
+        width=geometry.display_width,
+        height=geometry.display_height,
+        point_display_radius=POINT_RADIUS,
+        stroke_width=POINT_STROKE,
+        stroke_color=POINT_OUTLINE,
+        fill_color=LABEL_COLORS[label],
+        initial_drawing=state.canvas_initial,
+        key=key,
+    )
+    points = drawing_to_points(result.json_data, geometry, result.background_fit)
+    state.points = points
+
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.button("Undo", key="undo", icon=":material/undo:", on_click=_undo, disabled=not points)
+        st.button("Clear", key="clear", icon=":material/delete_sweep:", on_click=_clear, disabled=not points)
+        status = st.empty()
+
+    if points != state.segment_attempt:
+        _segment(source, points, display)
+        st.rerun()  # draw the canvas again with the new mask as its background
+
+    with status.container():
+        _status_line(points)
+    if state.segment_error is not None:
+        show_service_error("Finding the subject", state.segment_error)
+        st.button("Try again", key="retry_segment", on_click=_retry, icon=":material/refresh:")
+
+
+def _status_line(points: list[Point]) -> None:
+    state = st.session_state
+    positives = sum(point.label == POSITIVE for point in points)
+    negatives = len(points) - positives
+    if not points:
+        st.caption("Click on the subject to mask it; switch to *Not subject* to cut parts away.")
+        return
+    counts = f"{positives} subject · {negatives} not-subject point{'s' if negatives != 1 else ''}"
+    segmentation = state.segmentation
+    if segmentation is None:
+        st.caption(counts + (" · add a subject point" if positives == 0 else ""))
+        return
+    from_cache = " · embedding reused" if segmentation.cached else ""
+    st.caption(
+        f"{counts} · mask covers {state.mask_coverage:.0%} · score {segmentation.score:.2f} · "
+        f"{segmentation.elapsed_s * 1000:.0f} ms{from_cache}"
+    )
