@@ -140,27 +140,23 @@ class Pipeline:
             if not points and box is None:
                 raise EditInputError("no subject: give a mask, or points/box to segment the subject")
             validate_prompt(points, box, (width, height), self.settings.max_points)
+        # Lengths are checked before any per-character work: a megabyte of text costs seconds to clean or tokenize.
+        for name, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
+            if text is not None and len(text) > MAX_PROMPT_CHARS:
+                raise EditInputError(f"{name} has {len(text)} characters; at most {MAX_PROMPT_CHARS} are allowed")
         if prompt is not None:
             prompt = strip_unprintable(prompt).strip()
             if not prompt:
                 raise EditInputError("prompt is empty after removing control characters")
-            if len(prompt) > MAX_PROMPT_CHARS:
-                raise EditInputError(f"prompt has {len(prompt)} characters; at most {MAX_PROMPT_CHARS} are allowed")
         elif user_keyword is None:
             raise EditInputError("no prompt: give a prompt or a user_keyword to write one from")
         else:
             user_keyword = sanitize_user_keyword(user_keyword)
-        # Options are checked by the runner's own validation; until SAM has run, a one-pixel stand-in mask lets it
-        # check everything else (the real mask is checked again when the job runs).
-        stand_in = subject_mask
-        if stand_in is None:
-            stand_in = np.zeros((height, width), dtype=bool)
-            stand_in.flat[0] = True
         checked = check_request(
             EditRequest(
                 image=image,
-                subject_mask=stand_in,
-                prompt=prompt or "stand-in",
+                subject_mask=subject_mask,  # None until SAM has run on the clicks: checked again then
+                prompt=prompt or user_keyword,  # the prompt is written from the keyword later
                 negative_prompt=negative_prompt,
                 seed=seed,
                 variants=variants,
@@ -171,6 +167,7 @@ class Pipeline:
                 shrink_steps=shrink_steps,
             ),
             EditDefaults.from_settings(self.settings),
+            require_mask=False,
         )
         options = {
             "negative_prompt": checked.negative_prompt,
@@ -185,7 +182,7 @@ class Pipeline:
         return PreparedEdit(
             image=image,
             image_id=pixels_id(image),
-            subject_mask=checked.subject_mask if subject_mask is not None else None,
+            subject_mask=checked.subject_mask,
             points=points,
             box=box,
             prompt=prompt,

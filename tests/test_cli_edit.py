@@ -77,6 +77,7 @@ def test_edit_with_a_click_uses_the_segmenter_mask(tiny_profile, photo, coffee, 
         (["--steps", "0"], "steps 0 must be an integer from 1 to 150"),
         (["--variants", "9"], "variants 9"),
         (["--strength", "0"], "strength 0.0"),
+        (["-o", "out.unknown"], "cannot tell the image format of out.unknown"),
     ],
 )
 def test_bad_options_fail_before_any_model_loads(tiny_profile, photo, mask_file, monkeypatch, arguments, message):
@@ -98,7 +99,7 @@ def test_mask_of_another_size_and_bad_click_are_named(tiny_profile, photo, tmp_p
     assert result.exit_code == 2 and "mask is 20×10 but the image is 600×400" in result.output
     result = runner.invoke(app, ["edit", str(photo), "--point", "7,a", "--prompt", "x", "-o", "o.png"])
     assert result.exit_code == 2 and "--point '7,a'" in result.output
-    result = runner.invoke(app, ["edit", str(tmp_path / "missing.png"), "--point", "1,1", "--prompt", "x", "-o", "o"])
+    result = runner.invoke(app, ["edit", str(tmp_path / "gone.png"), "-p", "1,1", "--prompt", "x", "-o", "o.png"])
     assert result.exit_code == 2 and "cannot read" in result.output
 
 

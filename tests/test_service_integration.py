@@ -157,3 +157,26 @@ def test_stopping_the_service_leaves_no_process(tmp_path):
     while ours() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert ours() == []
+
+
+def test_cli_edit_through_the_server(server, coffee, tmp_path):
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+
+    Image.fromarray(coffee).save(tmp_path / "photo.png")
+    mask = np.zeros(coffee.shape[:2], dtype=bool)
+    mask[80:320, 150:450] = True
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "out.png"
+    arguments = ["edit", str(tmp_path / "photo.png"), "--mask", str(tmp_path / "mask.png"), "--prompt", "a galaxy"]
+    arguments += ["--steps", "3", "--seed", "4", "--variants", "2", "-o", str(out), "--server", server]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert "denoising" in result.output and f"via {server}" in result.output
+    for path in (tmp_path / "out-1.png", tmp_path / "out-2.png"):
+        edited = np.asarray(Image.open(path))
+        assert edited.shape == coffee.shape
+        np.testing.assert_array_equal(edited[mask], coffee[mask])
+    bad = CliRunner().invoke(app, [*arguments[:-1], "http://127.0.0.1:9"])
+    assert bad.exit_code == 2 and "Cannot reach the Moodshift service" in bad.output

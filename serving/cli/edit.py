@@ -6,13 +6,13 @@ from a mask file or from clicks (SAM segmenter); models follow the MOODSHIFT_* s
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from serving.cli.app import app, fail
+from serving.cli.segment import parse_numbers, parse_point
 
 
 def variant_paths(output: Path, variants: int) -> list[Path]:
@@ -49,7 +49,8 @@ def edit(
     ] = None,
     box: Annotated[str | None, typer.Option("--box", help="With or instead of --point: box X0,Y0,X1,Y1.")] = None,
     negative_prompt: Annotated[
-        str | None, typer.Option("--negative-prompt", help="Negative prompt (default: MOODSHIFT_DEFAULT_...).")
+        str | None,
+        typer.Option("--negative-prompt", help="Negative prompt (default: MOODSHIFT_DEFAULT_NEGATIVE_PROMPT)."),
     ] = None,
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed of the first variant (the others: seed+1, ...); random if unset.")
@@ -66,8 +67,14 @@ def edit(
     shrink_steps: Annotated[
         int | None, typer.Option("--shrink-steps", help="Progressive mask shrinking over the first N steps.")
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option("--server", help="Run the edit on a Moodshift service (e.g. http://127.0.0.1:3000) over HTTP."),
+    ] = None,
 ) -> None:
     """Give IMAGE a new background from --prompt; the subject (--mask or clicks) stays pixel-exact."""
+    from PIL import Image
+
     from serving.core.images import ImageInputError, load_image
     from serving.core.masks import mask_from_png_bytes
     from serving.settings import get_settings
@@ -75,6 +82,20 @@ def edit(
     settings = get_settings()
     if (mask is None) == (not points and box is None):
         fail("give the subject either as --mask MASK.png or as --point X,Y[,LABEL] (and/or --box), not both")
+    if output.suffix.lower() not in Image.registered_extensions():
+        fail(f"cannot tell the image format of {output}: use an extension such as .png or .jpg")
+    if server:
+        options = {
+            "negative_prompt": negative_prompt,
+            "seed": seed,
+            "steps": steps,
+            "variants": variants,
+            "guidance": guidance,
+            "strength": strength,
+            "feather": feather,
+        }
+        _edit_on_server(server, image, mask, points or [], box, prompt, options, output)
+        return
     try:
         picture = load_image(_read(image), settings.max_image_pixels)
         subject_mask = None if mask is None else mask_from_png_bytes(_read(mask), size=picture.size)
@@ -98,8 +119,8 @@ def edit(
     )
     defaults = EditDefaults.from_settings(settings)
     try:  # checked before any model is built: a typo should not cost a model load
-        if subject_mask is None:  # options first, with a stand-in mask, then the segmenter's mask
-            check_request(replace(request, subject_mask=_stand_in_mask(picture.size)), defaults)
+        if subject_mask is None:  # the options first, then the segmenter's mask
+            check_request(request, defaults, require_mask=False)
             request.subject_mask = _segment(picture, points or [], box)
         check_request(request, defaults)
     except EditOptionsError as exc:
@@ -117,8 +138,6 @@ def edit(
         request.progress = lambda step, _total: bar.update(1)
         result = runner.run(request)
     paths = variant_paths(output, len(result.images))
-    from PIL import Image
-
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         for path, picture_out in zip(paths, result.images, strict=True):
@@ -143,28 +162,15 @@ def _read(path: Path) -> bytes:
         raise  # unreachable: fail exits
 
 
-def _stand_in_mask(size: tuple[int, int]):
-    """A valid subject mask (top rows subject) for checking the other options before segmenting."""
-    import numpy as np
-
-    width, height = size
-    stand_in = np.zeros((height, width), dtype=bool)
-    stand_in[: max(height // 2, 1)] = True
-    if stand_in.all():  # a one-row image: split the columns instead
-        stand_in[:, width // 2 :] = False
-    return stand_in
-
-
 def _segment(picture, points: list[str], box: str | None):
     """The subject mask from clicks/box with the SAM segmenter (checked before the model is built)."""
-    from serving.cli.segment import _numbers, _point
     from serving.core.prompts import PromptError, validate_prompt
     from serving.models.errors import WeightsError
     from serving.settings import get_settings
 
     settings = get_settings()
-    clicks = [_point(text) for text in points]
-    box_values = None if box is None else _numbers(box, "--box", "X0,Y0,X1,Y1", (4,))
+    clicks = [parse_point(text) for text in points]
+    box_values = None if box is None else parse_numbers(box, "--box", "X0,Y0,X1,Y1", (4,))
     try:
         prompt = validate_prompt(clicks, box_values, picture.size, settings.max_points)
     except PromptError as exc:
@@ -176,3 +182,59 @@ def _segment(picture, points: list[str], box: str | None):
     except (WeightsError, RuntimeError) as exc:
         fail(str(exc))
     return segmenter.segment(picture, prompt.points, prompt.box).mask
+
+
+def _edit_on_server(
+    url: str,
+    image: Path,
+    mask: Path | None,
+    points: list[str],
+    box: str | None,
+    prompt: str,
+    options: dict,
+    output: Path,
+) -> None:
+    """The same edit through the service's job API, with a progress bar fed by /edit_status."""
+    import time
+
+    from ui.client import ServiceClient, ServiceError, encode_image
+
+    body = {"image": encode_image(_read(image)), "prompt": prompt}
+    body.update({key: value for key, value in options.items() if value is not None})
+    if mask is not None:
+        body["mask"] = encode_image(_read(mask))
+    else:
+        body["points"] = [dict(zip(("x", "y", "label"), (*parse_point(text), 1)[:3], strict=True)) for text in points]
+        if box is not None:
+            body["box"] = parse_numbers(box, "--box", "X0,Y0,X1,Y1", (4,))
+    client = ServiceClient(url)
+    try:
+        job = client.submit_edit(body)
+        with typer.progressbar(length=job.total_steps, label="denoising") as bar:
+            shown = 0
+            while not (status := client.edit_status(job.job_id)).finished:
+                bar.update(status.step - shown)
+                shown = status.step
+                time.sleep(0.25)
+            bar.update(status.total - shown)
+    except ServiceError as exc:
+        fail(str(exc))
+    if status.state != "done" or status.result is None:
+        fail(f"the edit {status.state}: {status.error}")
+    paths = variant_paths(output, len(status.result.images))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    for path, data, used_seed in zip(paths, status.result.images, status.result.seeds, strict=True):
+        _write_image(path, data)
+        typer.echo(f"wrote {path} (seed {used_seed}) via {url}")
+
+
+def _write_image(path: Path, png: bytes) -> None:
+    """Write a PNG from the service in the format the path's extension asks for."""
+    import io
+
+    from PIL import Image
+
+    try:
+        Image.open(io.BytesIO(png)).save(path)
+    except (OSError, ValueError) as exc:
+        fail(f"cannot write {path}: {exc}")

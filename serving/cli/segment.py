@@ -8,7 +8,7 @@ import typer
 from serving.cli.app import app, fail
 
 
-def _numbers(text: str, option: str, shapes: str, counts: tuple[int, ...]) -> list[float]:
+def parse_numbers(text: str, option: str, shapes: str, counts: tuple[int, ...]) -> list[float]:
     """Comma-separated numbers of one of the `counts` lengths, or a clear error naming the option and text."""
     try:
         values = [float(part) for part in text.split(",")]
@@ -19,8 +19,9 @@ def _numbers(text: str, option: str, shapes: str, counts: tuple[int, ...]) -> li
     return values
 
 
-def _point(text: str) -> tuple[float, ...]:
-    values = _numbers(text, "--point", "X,Y or X,Y,LABEL", (2, 3))
+def parse_point(text: str) -> tuple[float, ...]:
+    """A click `X,Y[,LABEL]` from the command line (LABEL 1 = subject, the default; 0 = not subject)."""
+    values = parse_numbers(text, "--point", "X,Y or X,Y,LABEL", (2, 3))
     if len(values) == 3 and values[2].is_integer():
         values[2] = int(values[2])  # keep a clean 0/1 label; anything else is reported by the prompt check
     return tuple(values)
@@ -50,8 +51,8 @@ def segment(
     from serving.settings import get_settings
 
     settings = get_settings()
-    clicks = [_point(text) for text in points or []]
-    box_values = None if box is None else _numbers(box, "--box", "X0,Y0,X1,Y1", (4,))
+    clicks = [parse_point(text) for text in points or []]
+    box_values = None if box is None else parse_numbers(box, "--box", "X0,Y0,X1,Y1", (4,))
     try:
         data = image.read_bytes()
     except OSError as exc:

@@ -123,7 +123,7 @@ class CheckedEdit:
     """A validated request with every option filled in (image as HxWx3 uint8, mask as HxW bool)."""
 
     image: np.ndarray
-    subject_mask: np.ndarray
+    subject_mask: np.ndarray | None  # None only from `check_request(..., require_mask=False)`
     prompt: str
     negative_prompt: str
     seeds: list[int]
@@ -195,11 +195,18 @@ def _seeds(request: EditRequest) -> list[int]:
     return [first + index for index in range(variants)]
 
 
-def check_request(request: EditRequest, defaults: EditDefaults | None = None) -> CheckedEdit:
-    """Validate a request and fill in its defaults; raise `EditOptionsError` naming the first bad value."""
+def check_request(request: EditRequest, defaults: EditDefaults | None = None, require_mask: bool = True) -> CheckedEdit:
+    """Validate a request and fill in its defaults; raise `EditOptionsError` naming the first bad value.
+
+    `require_mask=False` accepts `subject_mask=None` (the mask comes later from clicks), so every other option can
+    be checked before segmenting; the checked edit then has `subject_mask=None`.
+    """
     defaults = defaults or EditDefaults()
     image = _as_rgb(request.image)
-    subject_mask = _as_subject_mask(request.subject_mask, image.shape)
+    if request.subject_mask is None and not require_mask:
+        subject_mask = None
+    else:
+        subject_mask = _as_subject_mask(request.subject_mask, image.shape)
     if not isinstance(request.prompt, str) or not request.prompt.strip():
         raise EditOptionsError(f"prompt {request.prompt!r} must be non-empty text")
     negative_prompt = defaults.negative_prompt if request.negative_prompt is None else request.negative_prompt
