@@ -1,5 +1,7 @@
 """The Typer application that every command module registers on."""
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(
@@ -21,3 +23,23 @@ def fail(message: str, code: int = 2) -> None:
 @app.callback()
 def _root() -> None:
     """Moodshift: new background, same subject. Settings come from MOODSHIFT_* variables (see README)."""
+
+
+def read_file(path: Path, what: str = "") -> bytes:
+    """A file's bytes, or a clear error naming it (`what`: "image " -> "cannot read image PATH")."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {what}{path}: {exc.strerror or exc}")
+        raise  # unreachable: fail exits
+
+
+def read_image(path: Path, max_pixels: int):
+    """An upright RGB PIL image from a file (see `serving.core.images.load_image`), or a clear error."""
+    from serving.core.images import ImageInputError, load_image
+
+    data = read_file(path, "image ")
+    try:
+        return load_image(data, max_pixels)
+    except ImageInputError as exc:
+        fail(f"{path}: {exc}")

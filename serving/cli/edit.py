@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from serving.cli.app import app, fail
-from serving.cli.segment import parse_numbers, parse_point
+from serving.cli.app import app, fail, read_file, read_image
+from serving.cli.segment import parse_numbers, parse_point, segment_clicks
 
 
 def variant_paths(output: Path, variants: int) -> list[Path]:
@@ -75,7 +75,7 @@ def edit(
     """Give IMAGE a new background from --prompt; the subject (--mask or clicks) stays pixel-exact."""
     from PIL import Image
 
-    from serving.core.images import ImageInputError, load_image
+    from serving.core.images import ImageInputError
     from serving.core.masks import mask_from_png_bytes
     from serving.settings import get_settings
 
@@ -96,11 +96,11 @@ def edit(
         }
         _edit_on_server(server, image, mask, points or [], box, prompt, options, output)
         return
+    picture = read_image(image, settings.max_image_pixels)
     try:
-        picture = load_image(_read(image), settings.max_image_pixels)
-        subject_mask = None if mask is None else mask_from_png_bytes(_read(mask), size=picture.size)
+        subject_mask = None if mask is None else mask_from_png_bytes(read_file(mask), size=picture.size)
     except ImageInputError as exc:
-        fail(str(exc))
+        fail(f"{mask}: {exc}")
 
     from serving.models.blended_sdxl import EditDefaults, EditOptionsError, EditRequest, check_request
 
@@ -121,7 +121,7 @@ def edit(
     try:  # checked before any model is built: a typo should not cost a model load
         if subject_mask is None:  # the options first, then the segmenter's mask
             check_request(request, defaults, require_mask=False)
-            request.subject_mask = _segment(picture, points or [], box)
+            request.subject_mask = segment_clicks(picture, points or [], box)[0].mask
         check_request(request, defaults)
     except EditOptionsError as exc:
         fail(str(exc))
@@ -154,36 +154,6 @@ def edit(
     )
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        fail(f"cannot read {path}: {exc.strerror or exc}")
-        raise  # unreachable: fail exits
-
-
-def _segment(picture, points: list[str], box: str | None):
-    """The subject mask from clicks/box with the SAM segmenter (checked before the model is built)."""
-    from serving.core.prompts import PromptError, validate_prompt
-    from serving.models.errors import WeightsError
-    from serving.settings import get_settings
-
-    settings = get_settings()
-    clicks = [parse_point(text) for text in points]
-    box_values = None if box is None else parse_numbers(box, "--box", "X0,Y0,X1,Y1", (4,))
-    try:
-        prompt = validate_prompt(clicks, box_values, picture.size, settings.max_points)
-    except PromptError as exc:
-        fail(str(exc))
-    from serving.models.sam import Segmenter
-
-    try:
-        segmenter = Segmenter.from_settings(settings)
-    except (WeightsError, RuntimeError) as exc:
-        fail(str(exc))
-    return segmenter.segment(picture, prompt.points, prompt.box).mask
-
-
 def _edit_on_server(
     url: str,
     image: Path,
@@ -199,10 +169,10 @@ def _edit_on_server(
 
     from ui.client import ServiceClient, ServiceError, encode_image
 
-    body = {"image": encode_image(_read(image)), "prompt": prompt}
+    body = {"image": encode_image(read_file(image)), "prompt": prompt}
     body.update({key: value for key, value in options.items() if value is not None})
     if mask is not None:
-        body["mask"] = encode_image(_read(mask))
+        body["mask"] = encode_image(read_file(mask))
     else:
         body["points"] = [dict(zip(("x", "y", "label"), (*parse_point(text), 1)[:3], strict=True)) for text in points]
         if box is not None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from serving.cli.app import app, fail
+from serving.cli.app import app, read_image
 
 
 def echo_stage_result(fields: dict[str, Any], as_json: bool) -> None:
@@ -31,17 +31,9 @@ def mood(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: keywords, source, reason.")] = False,
 ) -> None:
     """Read a photo's mood keywords with LLaVA (MOODSHIFT_OLLAMA_HOST), or from image statistics as a fallback."""
-    from serving.core.images import ImageInputError, load_image
     from serving.models.ollama_stage import PromptStage
     from serving.settings import get_settings
 
     settings = get_settings()
-    try:
-        data = image.read_bytes()
-    except OSError as exc:
-        fail(f"cannot read image {image}: {exc.strerror or exc}")
-    try:
-        picture = load_image(data, settings.max_image_pixels)
-    except ImageInputError as exc:
-        fail(f"{image}: {exc}")
+    picture = read_image(image, settings.max_image_pixels)
     echo_stage_result(PromptStage(settings).read_mood(picture).to_dict(), as_json)

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from serving.cli.app import app, fail
+from serving.cli.app import app, fail, read_image
 
 
 def parse_numbers(text: str, option: str, shapes: str, counts: tuple[int, ...]) -> list[float]:
@@ -27,6 +27,31 @@ def parse_point(text: str) -> tuple[float, ...]:
     return tuple(values)
 
 
+def segment_clicks(picture, points: list[str], box: str | None):
+    """(SegmentResult, Segmenter) for command-line clicks/box on an image; every mistake is a clear error.
+
+    The clicks are checked before the model is built: a typo should not cost a model load.
+    """
+    from serving.core.prompts import PromptError, validate_prompt
+    from serving.models.errors import WeightsError
+    from serving.settings import get_settings
+
+    settings = get_settings()
+    clicks = [parse_point(text) for text in points]
+    box_values = None if box is None else parse_numbers(box, "--box", "X0,Y0,X1,Y1", (4,))
+    try:
+        prompt = validate_prompt(clicks, box_values, picture.size, settings.max_points)
+    except PromptError as exc:
+        fail(str(exc))
+    from serving.models.sam import Segmenter
+
+    try:
+        segmenter = Segmenter.from_settings(settings)
+    except (WeightsError, RuntimeError) as exc:
+        fail(str(exc))
+    return segmenter.segment(picture, prompt.points, prompt.box), segmenter
+
+
 @app.command("segment")
 def segment(
     image: Annotated[Path, typer.Argument(help="Photo to segment (PNG, JPEG, WebP, GIF, BMP or TIFF).")],
@@ -44,35 +69,11 @@ def segment(
     box: Annotated[str | None, typer.Option("--box", metavar="X0,Y0,X1,Y1", help="Box around the subject.")] = None,
 ) -> None:
     """Write the subject mask of IMAGE for the given clicks and/or box (SAM, profile from MOODSHIFT_* settings)."""
-    from serving.core.images import ImageInputError, load_image
     from serving.core.masks import mask_to_png_bytes
-    from serving.core.prompts import PromptError, validate_prompt
-    from serving.models.errors import WeightsError
     from serving.settings import get_settings
 
-    settings = get_settings()
-    clicks = [parse_point(text) for text in points or []]
-    box_values = None if box is None else parse_numbers(box, "--box", "X0,Y0,X1,Y1", (4,))
-    try:
-        data = image.read_bytes()
-    except OSError as exc:
-        fail(f"cannot read image {image}: {exc.strerror or exc}")
-    try:
-        picture = load_image(data, settings.max_image_pixels)
-    except ImageInputError as exc:
-        fail(f"{image}: {exc}")
-    try:  # checked before the model is built: a typo should not cost a model load
-        prompt = validate_prompt(clicks, box_values, picture.size, settings.max_points)
-    except PromptError as exc:
-        fail(str(exc))
-
-    from serving.models.sam import Segmenter
-
-    try:
-        segmenter = Segmenter.from_settings(settings)
-    except (WeightsError, RuntimeError) as exc:
-        fail(str(exc))
-    result = segmenter.segment(picture, prompt.points, prompt.box)
+    picture = read_image(image, get_settings().max_image_pixels)
+    result, segmenter = segment_clicks(picture, points or [], box)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_bytes(mask_to_png_bytes(result.mask))
