@@ -38,7 +38,15 @@ class SegmentationBackend:
 
     def segment(self, image: np.ndarray, points: list[dict[str, Any]], box: list[float] | None) -> dict[str, Any]:
         """Subject mask (bool HxW) for clicks/box on an upright RGB image, with score, image id and cache use."""
-        result = self.segmenter.segment(image, points, box)
+        return self._answer(self.segmenter.segment(image, points, box))
+
+    def segment_cached(self, image_id: str, points: list[dict[str, Any]], box: list[float] | None) -> dict | None:
+        """`segment` by image id when its embedding is cached (no pixels sent); None when it is not."""
+        result = self.segmenter.segment_cached(image_id, points, box)
+        return None if result is None else self._answer(result)
+
+    @staticmethod
+    def _answer(result) -> dict[str, Any]:
         return {
             "mask": result.mask,
             "score": result.score,

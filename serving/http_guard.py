@@ -1,5 +1,5 @@
-"""ASGI middleware for the gateway: a request-body limit (BentoML has none), clear JSON error bodies, and an
-answer to every request.
+"""ASGI middleware for the gateway: JSON bodies only, a request-body limit (BentoML has none), clear JSON error
+bodies, and an answer to every request.
 
 BentoML answers a schema violation with `{"error": "1 validation error for Input", "detail": [...]}` and a
 4xx `BentoMLException` with a one-element JSON *list*; callers of Moodshift get `{"error": "..."}` naming the
@@ -88,6 +88,14 @@ class RequestGuardMiddleware:
             await self._call_app(scope, _replay(b"{}", receive), send)
             return
         headers = dict(scope.get("headers") or [])
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if scope["method"] == "POST" and media_type != b"application/json":
+            # BentoML also parses text/plain, form and multipart bodies, and takes a body without a type as JSON:
+            # a web page could then make a visitor's browser run edits on their local service (no CORS preflight
+            # for those). JSON with its content type needs one, which this service never grants.
+            got = media_type.decode("latin-1")[:60] or "none"
+            await _send_error(send, 415, f"send the body as JSON with content-type: application/json (got: {got})")
+            return
         limit = self.max_body_bytes
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -125,12 +133,13 @@ class RequestGuardMiddleware:
         except Exception as exc:
             if started:
                 raise  # too late for an error response; the server closes the connection
-            logger.exception("unhandled error in %s %s", scope["method"], scope["path"])
             reason = f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
-            if scope["path"] in HEALTH_PATHS:
+            if scope["path"] in HEALTH_PATHS:  # expected while the stage services start: no traceback
+                logger.warning("%s %s failed: %s", scope["method"], scope["path"], reason)
                 await _send_error(send, 503, f"not ready ({reason})")
-            else:
-                await _send_error(send, 500, f"internal error: {reason}")
+                return
+            logger.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            await _send_error(send, 500, f"internal error: {reason}")
 
     @staticmethod
     async def _send_too_large(send, size: int, limit: int) -> None:
@@ -152,14 +161,16 @@ async def _send_error(send, status: int, message: str) -> None:
 
 
 def _replay(body: bytes, receive):
-    """A `receive` that hands the app `body` once, then the real channel (so disconnects still arrive)."""
-    replayed = False
+    """A `receive` that hands the app `body` once, then the real channel (so disconnects still arrive).
+
+    The body is dropped once handed over: this closure outlives the request (BentoML's request context is kept by
+    timers of its HTTP client until the traffic timeout), and must not keep an upload alive with it.
+    """
+    pending = [body]
 
     async def replaying_receive():
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        if pending:
+            return {"type": "http.request", "body": pending.pop(), "more_body": False}
         return await receive()
 
     return replaying_receive

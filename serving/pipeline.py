@@ -96,9 +96,14 @@ class Pipeline:
         validate_prompt(points, box, (width, height), self.settings.max_points)
         if self.segmentation is None:
             raise RuntimeError("this pipeline was built without a segmentation stage")
+        points = list(points or [])
+        # A repeat click sends only the image id: the pixels cross to the segmentation service once per image.
+        result = self.segmentation.segment_cached(pixels_id(image), points, box)
+        if result:  # None or {} (the service's "not cached")
+            return result
         # Encoding goes through its own call so the service can batch it with other users' new images.
         [encoded] = self.segmentation.encode([image])
-        result = self.segmentation.segment(image, list(points or []), box)
+        result = self.segmentation.segment(image, points, box)
         return {**result, "cached": bool(encoded["cached"])}
 
     # --- mood and prompt --------------------------------------------------------------------------------

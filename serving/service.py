@@ -8,9 +8,11 @@ there.
 """
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
+import threading
 import time
 import uuid
 from typing import Annotated, Any
@@ -19,7 +21,7 @@ import anyio
 import bentoml
 import numpy as np
 from annotated_types import Ge, Le
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse
 
 from serving.http_guard import RequestGuardMiddleware
@@ -28,6 +30,11 @@ from serving.settings import get_settings
 logger = logging.getLogger("moodshift.service")
 settings = get_settings()
 TRAFFIC = {"timeout": settings.traffic_timeout_s, "max_concurrency": settings.max_concurrency}
+# How the gateway's client to a stage service recycles its HTTP session. BentoML 1.4 replaces the session every 100
+# requests or 300 s by closing the old one, which cuts every call still in flight on it: with /edit_status polling
+# /progress, a running edit failed with "Server disconnected" after about 100 polls. So the session is never
+# recycled (the stages are reached over a local socket or a fixed URL; nothing is gained by reconnecting).
+RUNNER_CONNECTION = {"max_requests": 2**62, "max_age": 1e12}
 
 
 def batching(max_batch_size: int, max_latency_ms: int) -> dict[str, Any]:
@@ -37,7 +44,14 @@ def batching(max_batch_size: int, max_latency_ms: int) -> dict[str, Any]:
     return {"batchable": True, "max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms}
 
 
-@bentoml.service(name="moodshift-segment", resources={"gpu": 1}, traffic=TRAFFIC, workers=1, threads=4)
+@bentoml.service(
+    name="moodshift-segment",
+    resources={"gpu": 1},
+    traffic=TRAFFIC,
+    runner_connection=RUNNER_CONNECTION,
+    workers=1,
+    threads=4,
+)
 class SegmentationService:
     """SAM: `encode` is adaptively batched (one encoder pass for concurrent new images); `segment` decodes clicks."""
 
@@ -56,6 +70,11 @@ class SegmentationService:
         return self.backend.segment(image, points, box)
 
     @bentoml.api
+    def segment_cached(self, image_id: str, points: list[dict[str, Any]], box: list[float] | None = None) -> dict:
+        # An empty dict (not None) when the embedding is not cached: the proxy's output type is a dict.
+        return self.backend.segment_cached(image_id, points, box) or {}
+
+    @bentoml.api
     def info(self) -> dict:
         return self.backend.info()
 
@@ -64,7 +83,14 @@ class SegmentationService:
         return self.backend.stats()
 
 
-@bentoml.service(name="moodshift-diffusion", resources={"gpu": 1}, traffic=TRAFFIC, workers=1, threads=4)
+@bentoml.service(
+    name="moodshift-diffusion",
+    resources={"gpu": 1},
+    traffic=TRAFFIC,
+    runner_connection=RUNNER_CONNECTION,
+    workers=1,
+    threads=4,
+)
 class DiffusionService:
     """Blended SDXL: `run` is adaptively batched (compatible edits share a UNet batch); progress per job."""
 
@@ -102,6 +128,9 @@ class DiffusionService:
 class Point(BaseModel):
     """One click in image pixels (origin top-left); label 1 = subject, 0 = not subject."""
 
+    # Strict: `true` or "12" is a caller's mistake, not a coordinate (lax pydantic would read them as 1.0 and 12.0).
+    model_config = ConfigDict(strict=True)
+
     x: float
     y: float
     label: int = 1
@@ -121,9 +150,21 @@ def error_response(exc: BaseException) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
     if isinstance(exc, ValueError):
         return JSONResponse({"error": str(exc)}, status_code=400)
+    if isinstance(exc, bentoml.exceptions.BentoMLException) and exc.error_code in (429, 503):
+        # A stage service shed load: past its max_concurrency (429) or its batching latency budget (503).
+        logger.warning("a stage service is overloaded: %s", exc)
+        return JSONResponse({"error": "the service is overloaded; try again shortly"}, status_code=503)
     logger.exception("request failed")
-    message = str(exc) if isinstance(exc, EditFailed) else f"{type(exc).__name__}: {str(exc)[:200]}"
+    message = str(exc) if isinstance(exc, EditFailed) else _short_reason(exc)
     return JSONResponse({"error": f"internal error: {message}"}, status_code=500)
+
+
+def _short_reason(exc: BaseException) -> str:
+    """`Type: message`, at most about 200 characters; a stage service's JSON error body is unwrapped."""
+    text = str(exc)
+    with contextlib.suppress(ValueError, TypeError, KeyError):
+        text = str(json.loads(text)["error"])
+    return f"{type(exc).__name__}: {text[:200]}"
 
 
 def answers_errors(method):
@@ -161,8 +202,12 @@ class Moodshift:
 
         self.settings = get_settings()
         self.pipeline = Pipeline(self.segmentation, self.diffusion, PromptStage(self.settings), self.settings)
+        # Load the CLIP tokenizer now: the first requests would otherwise import it from several threads at once,
+        # and transformers' lazy module is not thread-safe (one of 8 concurrent first edits got an ImportError).
+        self.pipeline.prompt_stage.count_tokens("moodshift")
         self.jobs = JobStore()
         self._job_limiter: anyio.CapacityLimiter | None = None
+        self._submit_lock = threading.Lock()
         self._job_tasks: set[asyncio.Task] = set()
 
     def _image(self, image: str) -> tuple[np.ndarray, float]:
@@ -289,12 +334,13 @@ class Moodshift:
             strength=strength,
         )
         prepared = self._prepare(image, mask, points, box, prompt, user_keyword, keywords, options)
-        if self.jobs.active_count() >= self.settings.max_queued_edits:
-            return JSONResponse(
-                {"error": f"too many edits in progress ({self.settings.max_queued_edits}); try again shortly"},
-                status_code=429,
-            )
-        job = self.jobs.create(prepared.total_steps)
+        with self._submit_lock:  # count and add as one step: concurrent submits must not both take the last slot
+            if self.jobs.active_count() >= self.settings.max_queued_edits:
+                return JSONResponse(
+                    {"error": f"too many edits in progress ({self.settings.max_queued_edits}); try again shortly"},
+                    status_code=429,
+                )
+            job = self.jobs.create(prepared.total_steps)
         anyio.from_thread.run_sync(self._start_job, job.job_id, prepared)
         return {"job_id": job.job_id, "total_steps": prepared.total_steps}
 

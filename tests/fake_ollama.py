@@ -92,6 +92,11 @@ class FakeOllama:
         return self._port
 
     @property
+    def running(self) -> bool:
+        """Whether the port is open (False after `stop()` until `start()`)."""
+        return self._server is not None
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 

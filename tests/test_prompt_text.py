@@ -60,6 +60,19 @@ def test_user_keyword_empty_after_cleaning_is_rejected(raw):
     assert isinstance(caught.value, ValueError)
 
 
+def test_a_megabyte_word_is_read_only_as_far_as_it_can_matter(monkeypatch):
+    """Only the first 1,000 characters are cleaned (the result keeps 100): a 1 MB word costs no more than that."""
+    import serving.core.prompt_text as prompt_text
+
+    lengths: list[int] = []
+    real = prompt_text.strip_unprintable
+    monkeypatch.setattr(prompt_text, "strip_unprintable", lambda text: lengths.append(len(text)) or real(text))
+    assert sanitize_user_keyword("misty forest " + "a" * 1_000_000) == "misty forest"  # the cut half word goes
+    assert clean_keywords(["calm\x07" + "b" * 2_000_000, *["warm"] * 100_000]) == ["calm", "warm"]
+    assert max(lengths) <= 1000
+    assert len(lengths) <= 1 + 64  # the word, then at most 64 caller keywords are looked at
+
+
 def test_user_keyword_must_be_text():
     with pytest.raises(KeywordError, match="must be text, got int"):
         sanitize_user_keyword(42)

@@ -14,7 +14,7 @@ from PIL import Image
 from scipy import ndimage
 from segment_anything import SamPredictor
 
-from serving.core.images import load_image
+from serving.core.images import image_id, load_image
 from serving.core.masks import clean_mask, fill_holes
 from serving.core.prompts import PromptError
 from serving.models.sam import Segmenter
@@ -125,6 +125,17 @@ def test_mask_has_the_image_size_for_non_square_and_odd_sizes(segmenter, encoder
     assert results[1].mask.shape == (397, 599) and results[1].mask.dtype == bool
     box_only = segmenter.segment(tall, None, box=[0, 0, 173, 301])  # the full-image box, edges included
     assert box_only.mask.shape == (301, 173) and box_only.cached
+
+
+def test_one_pixel_strips_segment_to_masks_of_their_size(segmenter):
+    """segment-anything alone resizes a 1×4000 strip to 0×1024 px (PIL refuses); the segmenter keeps one pixel."""
+    column = np.linspace(0, 255, 4000, dtype=np.uint8)
+    tall = np.dstack([column[:, None]] * 3)  # 1 wide, 4000 high
+    wide = tall.transpose(1, 0, 2).copy()  # 4000 wide, 1 high
+    for strip, point in ((tall, (0.5, 3000)), (wide, (3000, 0.5))):
+        result = segmenter.segment(strip, [point], None)
+        assert result.mask.shape == strip.shape[:2] and result.mask.dtype == bool
+        assert segmenter.segment(strip, None, box=[0, 0, strip.shape[1], strip.shape[0]]).cached
 
 
 def test_exif_rotated_jpeg_points_land_where_the_user_clicked(segmenter, coffee):
@@ -351,3 +362,17 @@ def test_points_as_dicts_tuples_or_numpy_rows_mean_the_same_prompt():
     assert validate_prompt(as_dicts, [1, 2, 50, 60], (64, 64), 8) == expected
     assert validate_prompt(np.array([[10, 20, 1], [30.5, 40, 0]]), np.array([1, 2, 50, 60]), (64, 64), 8) == expected
     assert expected.without_last_point().points == (Point(10.0, 20.0, 1),)
+
+
+def test_a_cached_image_is_segmented_by_id_alone(segmenter, encoder_batches, coffee):
+    photo = coffee[::-1, ::-1].copy()  # pixels no other test uses
+    assert segmenter.segment_cached(image_id(photo), [CLICK]) is None, "not cached yet: the caller must send pixels"
+    first = segmenter.segment(photo, [CLICK])
+    passes = len(encoder_batches)
+    by_id = segmenter.segment_cached(first.image_id, [CLICK, (150, 300, 0)])
+    by_pixels = segmenter.segment(photo, [CLICK, (150, 300, 0)])
+    assert len(encoder_batches) == passes, "no encoder pass for a click by id"
+    assert by_id.cached and by_id.used_mask_input and by_id.mask.shape == (400, 600)
+    np.testing.assert_array_equal(by_id.mask, by_pixels.mask)
+    with pytest.raises(PromptError, match="outside the 600×400 image"):
+        segmenter.segment_cached(first.image_id, [(700, 10)])

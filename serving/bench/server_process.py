@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import requests
 
 
@@ -34,16 +35,25 @@ def wait_ready(url: str, process: subprocess.Popen, timeout_s: float, log: Path)
     raise TimeoutError(f"server not ready after {timeout_s:.0f} s:\n{log.read_text()[-4000:]}")
 
 
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM the server's whole process group (bentoml has worker processes), SIGKILL what lingers."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
+def stop_process_tree(process: subprocess.Popen, grace_s: float = 30) -> list[psutil.Process]:
+    """SIGTERM the server (as Ctrl-C or a container stop would); SIGKILL by pid what of its tree outlives `grace_s`.
+
+    BentoML starts each worker in a session of its own, so signalling the arbiter's process group would miss them:
+    the tree is collected first. Returns the processes that had to be killed (a clean stop returns none).
+    """
     try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+        arbiter = psutil.Process(process.pid)
+        tree = [arbiter, *arbiter.children(recursive=True)]
+        arbiter.send_signal(signal.SIGTERM)
+    except psutil.NoSuchProcess:
+        tree = []
+    _, alive = psutil.wait_procs(tree, timeout=grace_s)
+    for survivor in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            survivor.kill()
+    psutil.wait_procs(alive, timeout=10)
+    process.wait(timeout=10)
+    return alive
 
 
 @contextlib.contextmanager
@@ -63,4 +73,4 @@ def running_service(env: dict[str, str], log: Path, timeout_s: float = 180) -> I
         wait_ready(url, process, timeout_s, log)
         yield url
     finally:
-        stop(process)
+        stop_process_tree(process)

@@ -7,6 +7,7 @@ so this module never loads a tokenizer.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import unicodedata
@@ -20,6 +21,10 @@ MAX_USER_KEYWORD_CHARS = 100
 MAX_KEYWORD_WORDS = 2  # "laid back" is a mood keyword, "the image looks calm" is a sentence
 _MAX_KEYWORD_CHARS = 40
 _MAX_REPLY_CHARS = 4000  # the budget keeps about 60 words; cleaning an essay's tail gains nothing
+# A caller's word or keyword is read only this far: at most 100 characters survive anyway, and cleaning a
+# megabyte character by character would hold a gateway thread (and the GIL) for about a second.
+_MAX_SCANNED_CHARS = 1000
+_MAX_SCANNED_KEYWORDS = 64
 
 
 class KeywordError(ValueError):
@@ -70,7 +75,7 @@ def sanitize_user_keyword(raw: object) -> str:
     """
     if not isinstance(raw, str):
         raise KeywordError(f"user keyword must be text, got {type(raw).__name__}")
-    text = strip_unprintable(raw)
+    text = strip_unprintable(raw[:_MAX_SCANNED_CHARS])
     if len(text) > MAX_USER_KEYWORD_CHARS:
         cut = text[:MAX_USER_KEYWORD_CHARS]
         # Drop a word cut in half, unless the whole thing is one long word.
@@ -98,10 +103,10 @@ def check_keyword_fits(keyword: str, count_tokens: TokenCounter, max_tokens: int
 def clean_keywords(keywords: Iterable[str]) -> list[str]:
     """Mood keywords from a caller, as data: printable, lowercase, short, unique, at most 8."""
     cleaned: list[str] = []
-    for keyword in keywords:
+    for keyword in itertools.islice(keywords, _MAX_SCANNED_KEYWORDS):
         if not isinstance(keyword, str):
             continue
-        word = _clean_descriptor(strip_unprintable(keyword)).casefold()
+        word = _clean_descriptor(strip_unprintable(keyword[:_MAX_SCANNED_CHARS])).casefold()
         word = word[:_MAX_KEYWORD_CHARS].rsplit(" ", 1)[0] if len(word) > _MAX_KEYWORD_CHARS else word
         if _has_word_char(word) and word not in cleaned:
             cleaned.append(word)

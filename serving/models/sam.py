@@ -62,6 +62,16 @@ class Encoded(NamedTuple):
     cached: bool  # already in the cache, not encoded again
 
 
+def _resize_longest_side(rgb: np.ndarray, target_length: int) -> np.ndarray:
+    """`ResizeLongestSide.apply_image`, except that no side shrinks to 0 px: segment-anything would resize a
+    1×4000 strip to 0×1024 and PIL refuses. The decoder crops to the stored input size, so a 1-px side works."""
+    from segment_anything.utils.transforms import ResizeLongestSide
+    from torchvision.transforms.functional import resize, to_pil_image
+
+    height, width = ResizeLongestSide.get_preprocess_shape(rgb.shape[0], rgb.shape[1], target_length)
+    return np.array(resize(to_pil_image(rgb), [max(1, height), max(1, width)]))
+
+
 class Segmenter:
     """Point/box segmentation with SAM; embeddings cached per image (LRU), safe under concurrent threads.
 
@@ -166,6 +176,23 @@ class Segmenter:
             self._decode(key, embedding, prompt, cached)
             for (key, _, prompt), (embedding, cached) in zip(items, embeddings, strict=True)
         ]
+
+    def segment_cached(
+        self, image_id: str, points: Sequence[Any] | None = None, box: Any = None
+    ) -> SegmentResult | None:
+        """`segment` by image id alone, for an image whose embedding is cached; None when it is not.
+
+        Lets a caller in another process send a repeat click without the pixels.
+        """
+        with self._lock:
+            embedding = self._embeddings.get(image_id)
+            if embedding is None:
+                return None
+            self._embeddings.move_to_end(image_id)
+            self.cache_hits += 1
+        height, width = embedding.original_size
+        prompt = validate_prompt(points, box, (width, height), self.max_points)
+        return self._decode(image_id, embedding, prompt, cached=True)
 
     def encode_batch(self, images: Sequence[np.ndarray | Image.Image]) -> list[Encoded]:
         """Put every image's embedding in the cache; all the uncached ones go through ONE encoder pass."""
@@ -272,8 +299,8 @@ class Segmenter:
 
         inputs, sizes = [], []
         for rgb in images:
-            # Exactly SamPredictor.set_image's preprocessing, so a batched embedding equals a single one.
-            resized = torch.as_tensor(self.transform.apply_image(rgb), device=self.device)
+            # SamPredictor.set_image's preprocessing, so a batched embedding equals a single one.
+            resized = torch.as_tensor(_resize_longest_side(rgb, self.transform.target_length), device=self.device)
             resized = resized.permute(2, 0, 1).contiguous()[None]
             sizes.append(((rgb.shape[0], rgb.shape[1]), (resized.shape[-2], resized.shape[-1])))
             inputs.append(self.sam.preprocess(resized))  # normalise, pad to 1024²
