@@ -188,6 +188,27 @@ Seed = Annotated[int, Ge(0), Le(2**63 - 9)]
 Strength = Annotated[float, Field(gt=0, le=1)]
 
 
+class EditBody(BaseModel):
+    """The body of /edit and /edit_submit: the photo, what to keep (mask or clicks), what to write, options."""
+
+    image: str = Field(description="The photo, base64 PNG/JPEG.")
+    mask: str | None = Field(None, description="Subject mask, base64 PNG, image size, white = subject.")
+    points: list[Point] | None = Field(None, description="Clicks to segment the subject with (instead of mask).")
+    box: list[float] | None = Field(
+        None, description="Box [x0, y0, x1, y1] around the subject (with/instead of points)."
+    )
+    prompt: str | None = Field(None, description="The SDXL prompt; or give user_keyword to have one written.")
+    user_keyword: str | None = Field(None, description="Your word (forest, galaxy...) for the prompt writer.")
+    keywords: list[str] | None = Field(None, description="Mood keywords (default: read from the photo).")
+    negative_prompt: str | None = None
+    seed: Seed | None = None
+    steps: Steps | None = None
+    guidance: Guidance | None = None
+    variants: Variants = 1
+    feather: Feather | None = None
+    strength: Strength = 1.0
+
+
 @bentoml.service(name="moodshift", traffic=TRAFFIC, workers=1, threads=max(8, settings.max_concurrency))
 class Moodshift:
     """The HTTP contract: /segment, /mood, /prompt, /edit (+ /edit_submit, /edit_status, /edit_cancel), /info."""
@@ -245,23 +266,20 @@ class Moodshift:
         """An SDXL background prompt (≤ 77 CLIP tokens) from mood keywords and the user's word."""
         return self.pipeline.prompt(keywords, user_keyword).to_dict()
 
-    def _prepare(self, image, mask, points, box, prompt, user_keyword, keywords, options):
+    def _prepare(self, body: EditBody):
+        """Decode and check an edit request completely (a caller's mistake raises before any model runs)."""
         from serving.core.images import decode_base64
         from serving.core.masks import mask_from_png_bytes
 
-        rgb, decode_s = self._image(image)
+        rgb, decode_s = self._image(body.image)
         subject_mask = None
-        if mask is not None:
-            subject_mask = mask_from_png_bytes(decode_base64(mask, "mask"), (rgb.shape[1], rgb.shape[0]))
+        if body.mask is not None:
+            subject_mask = mask_from_png_bytes(decode_base64(body.mask, "mask"), (rgb.shape[1], rgb.shape[0]))
         prepared = self.pipeline.prepare_edit(
             rgb,
             subject_mask=subject_mask,
-            points=[p.model_dump() for p in points] if points else None,
-            box=box,
-            prompt=prompt,
-            user_keyword=user_keyword,
-            keywords=keywords,
-            **options,
+            points=[point.model_dump() for point in body.points] if body.points else None,
+            **body.model_dump(exclude={"image", "mask", "points"}),
         )
         prepared.timings["decode_s"] = decode_s
         return prepared
@@ -272,68 +290,18 @@ class Moodshift:
 
         return {**result, "images": [encode_png_base64(image) for image in result["images"]]}
 
-    @bentoml.api(route="/edit")
+    @bentoml.api(route="/edit", input_spec=EditBody)
     @answers_errors
-    def edit(
-        self,
-        image: str,
-        mask: str | None = None,
-        points: list[Point] | None = None,
-        box: list[float] | None = None,
-        prompt: str | None = None,
-        user_keyword: str | None = None,
-        keywords: list[str] | None = None,
-        negative_prompt: str | None = None,
-        seed: Seed | None = None,
-        steps: Steps | None = None,
-        guidance: Guidance | None = None,
-        variants: Variants = 1,
-        feather: Feather | None = None,
-        strength: Strength = 1.0,
-    ) -> dict:
+    def edit(self, **body: Any) -> dict:
         """The photo with a new background: `images` (base64 PNG, input size), `seeds`, `prompt`, `timings`."""
-        options = dict(
-            negative_prompt=negative_prompt,
-            seed=seed,
-            steps=steps,
-            guidance=guidance,
-            variants=variants,
-            feather=feather,
-            strength=strength,
-        )
-        prepared = self._prepare(image, mask, points, box, prompt, user_keyword, keywords, options)
+        prepared = self._prepare(EditBody.model_construct(**body))
         return self._edit_response(self.pipeline.run_edit(prepared, job_id=uuid.uuid4().hex))
 
-    @bentoml.api(route="/edit_submit")
+    @bentoml.api(route="/edit_submit", input_spec=EditBody)
     @answers_errors
-    def edit_submit(
-        self,
-        image: str,
-        mask: str | None = None,
-        points: list[Point] | None = None,
-        box: list[float] | None = None,
-        prompt: str | None = None,
-        user_keyword: str | None = None,
-        keywords: list[str] | None = None,
-        negative_prompt: str | None = None,
-        seed: Seed | None = None,
-        steps: Steps | None = None,
-        guidance: Guidance | None = None,
-        variants: Variants = 1,
-        feather: Feather | None = None,
-        strength: Strength = 1.0,
-    ) -> dict:
+    def edit_submit(self, **body: Any) -> dict:
         """Start an edit (same fields as /edit) and return at once: `{job_id, total_steps}`; poll /edit_status."""
-        options = dict(
-            negative_prompt=negative_prompt,
-            seed=seed,
-            steps=steps,
-            guidance=guidance,
-            variants=variants,
-            feather=feather,
-            strength=strength,
-        )
-        prepared = self._prepare(image, mask, points, box, prompt, user_keyword, keywords, options)
+        prepared = self._prepare(EditBody.model_construct(**body))
         with self._submit_lock:  # count and add as one step: concurrent submits must not both take the last slot
             if self.jobs.active_count() >= self.settings.max_queued_edits:
                 return JSONResponse(
