@@ -37,6 +37,16 @@ TRAFFIC = {"timeout": settings.traffic_timeout_s, "max_concurrency": settings.ma
 RUNNER_CONNECTION = {"max_requests": 2**62, "max_age": 1e12}
 
 
+# The two model services: one GPU each; 4 threads so progress, info and cancel calls are answered during a run.
+STAGE_SERVICE: dict[str, Any] = {
+    "resources": {"gpu": 1},
+    "traffic": TRAFFIC,
+    "runner_connection": RUNNER_CONNECTION,
+    "workers": 1,
+    "threads": 4,
+}
+
+
 def batching(max_batch_size: int, max_latency_ms: int) -> dict[str, Any]:
     """Adaptive batching options; a batch size of 1 turns batching off (the API still takes a list)."""
     if max_batch_size <= 1:
@@ -44,14 +54,7 @@ def batching(max_batch_size: int, max_latency_ms: int) -> dict[str, Any]:
     return {"batchable": True, "max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms}
 
 
-@bentoml.service(
-    name="moodshift-segment",
-    resources={"gpu": 1},
-    traffic=TRAFFIC,
-    runner_connection=RUNNER_CONNECTION,
-    workers=1,
-    threads=4,
-)
+@bentoml.service(name="moodshift-segment", **STAGE_SERVICE)
 class SegmentationService:
     """SAM: `encode` is adaptively batched (one encoder pass for concurrent new images); `segment` decodes clicks."""
 
@@ -83,14 +86,7 @@ class SegmentationService:
         return self.backend.stats()
 
 
-@bentoml.service(
-    name="moodshift-diffusion",
-    resources={"gpu": 1},
-    traffic=TRAFFIC,
-    runner_connection=RUNNER_CONNECTION,
-    workers=1,
-    threads=4,
-)
+@bentoml.service(name="moodshift-diffusion", **STAGE_SERVICE)
 class DiffusionService:
     """Blended SDXL: `run` is adaptively batched (compatible edits share a UNet batch); progress per job."""
 

@@ -22,6 +22,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def port_is_closed(port: int) -> bool:
+    """Nothing listens on this loopback port (a stopped server left nothing behind)."""
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
 def wait_ready(url: str, process: subprocess.Popen, timeout_s: float, log: Path) -> None:
     """Poll `/readyz` until it answers 200; fail with the server's log if it dies or takes too long."""
     deadline = time.monotonic() + timeout_s

@@ -16,20 +16,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from serving.bench.server_process import free_port, port_is_closed
 from serving.cli import app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_is_closed(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def test_demo_is_listed_with_its_options():
