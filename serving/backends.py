@@ -41,8 +41,17 @@ class SegmentationBackend:
         return self._answer(self.segmenter.segment(image, points, box))
 
     def segment_cached(self, image_id: str, points: list[dict[str, Any]], box: list[float] | None) -> dict | None:
-        """`segment` by image id when its embedding is cached (no pixels sent); None when it is not."""
-        result = self.segmenter.segment_cached(image_id, points, box)
+        """`segment` by image id when its embedding is cached (no pixels sent); None when it is not.
+
+        Only this side knows the image's size, so a click outside it comes back as `{"prompt_error": message}`
+        (a caller's mistake must cross a process boundary as data, not as a server error).
+        """
+        from serving.core.prompts import PromptError
+
+        try:
+            result = self.segmenter.segment_cached(image_id, points, box)
+        except PromptError as exc:
+            return {"prompt_error": str(exc)}
         return None if result is None else self._answer(result)
 
     @staticmethod

@@ -30,6 +30,15 @@ class EditInputError(ValueError):
     """An edit request that cannot run as given (no mask and no clicks, no prompt and no keyword...)."""
 
 
+class ImageNotCachedError(LookupError):
+    """A click by image id whose embedding is not (or no longer) cached: the caller must send the image."""
+
+    def __init__(self, image_id: str) -> None:
+        super().__init__(
+            f"image_id {image_id!r} is not cached (never sent, or evicted since): send the image itself again"
+        )
+
+
 class EditFailed(RuntimeError):
     """The diffusion stage could not finish an edit; `status` is the HTTP status the service answers."""
 
@@ -105,6 +114,17 @@ class Pipeline:
         [encoded] = self.segmentation.encode([image])
         result = self.segmentation.segment(image, points, box)
         return {**result, "cached": bool(encoded["cached"])}
+
+    def segment_by_id(self, image_id: str, points: list[dict[str, Any]] | None, box: list[float] | None) -> dict:
+        """A repeat click by image id alone; `ImageNotCachedError` when the embedding is not cached."""
+        if self.segmentation is None:
+            raise RuntimeError("this pipeline was built without a segmentation stage")
+        result = self.segmentation.segment_cached(image_id, list(points or []), box)
+        if not result:  # None or {} (the service's "not cached")
+            raise ImageNotCachedError(image_id)
+        if "prompt_error" in result:
+            raise PromptError(result["prompt_error"])
+        return result
 
     # --- mood and prompt --------------------------------------------------------------------------------
 
@@ -248,4 +268,4 @@ def _announce(on_stage: Callable[[str], None] | None, stage: str) -> None:
         on_stage(stage)
 
 
-__all__ = ["EditFailed", "EditInputError", "Pipeline", "PreparedEdit", "PromptError"]
+__all__ = ["EditFailed", "EditInputError", "ImageNotCachedError", "Pipeline", "PreparedEdit", "PromptError"]

@@ -136,12 +136,14 @@ def error_response(exc: BaseException) -> JSONResponse:
     """A caller's mistake -> 4xx naming it; anything else -> 500 with a short message (details in the log)."""
     from serving.core.images import ImageTooLargeError
     from serving.jobs import UnknownJobError
-    from serving.pipeline import EditFailed
+    from serving.pipeline import EditFailed, ImageNotCachedError
 
     if isinstance(exc, ImageTooLargeError):
         return JSONResponse({"error": str(exc)}, status_code=413)
     if isinstance(exc, UnknownJobError):
         return JSONResponse({"error": str(exc)}, status_code=404)
+    if isinstance(exc, ImageNotCachedError):
+        return JSONResponse({"error": str(exc)}, status_code=409)
     if isinstance(exc, EditFailed) and exc.status < 500:
         return JSONResponse({"error": str(exc)}, status_code=exc.status)
     if isinstance(exc, ValueError):
@@ -236,12 +238,28 @@ class Moodshift:
 
     @bentoml.api(route="/segment")
     @answers_errors
-    def segment(self, image: str, points: list[Point] = [], box: list[float] | None = None) -> dict:  # noqa: B006
-        """Subject mask (base64 PNG, white = subject, same size as the image) for clicks and/or a box."""
-        from serving.core.images import encode_png_base64
+    def segment(
+        self,
+        image: str | None = None,
+        points: list[Point] = [],  # noqa: B006
+        box: list[float] | None = None,
+        image_id: str | None = None,
+    ) -> dict:
+        """Subject mask (base64 PNG, white = subject, same size as the image) for clicks and/or a box.
 
-        rgb, _ = self._image(image)
-        result = self.pipeline.segment(rgb, [p.model_dump() for p in points], box)
+        A repeat click may send the `image_id` of an earlier answer instead of the image: the upload is skipped
+        while the embedding is cached, and a 409 asks for the image again once it is not.
+        """
+        from serving.core.images import encode_png_base64
+        from serving.pipeline import EditInputError
+
+        clicks = [p.model_dump() for p in points]
+        if image is not None:
+            result = self.pipeline.segment(self._image(image)[0], clicks, box)
+        elif image_id is not None:
+            result = self.pipeline.segment_by_id(image_id, clicks, box)
+        else:
+            raise EditInputError("no image: give the image (base64) or the image_id of an earlier /segment answer")
         return {
             "mask": encode_png_base64(result["mask"]),
             "score": float(result["score"]),

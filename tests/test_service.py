@@ -358,3 +358,22 @@ def test_ollama_down_falls_back_and_says_so(client, photo):
         assert info["stages"]["prompt"]["reachable"] is False
     finally:
         client.ollama.start()
+
+
+def test_repeat_click_by_image_id_skips_the_upload(client, photo):
+    first = client.post("/segment", json={"image": photo, "points": [{"x": 300, "y": 200, "label": 1}]}).json()
+    clicks = [{"x": 300, "y": 200, "label": 1}, {"x": 40, "y": 40, "label": 0}]
+    by_id = client.post("/segment", json={"image_id": first["image_id"], "points": clicks})
+    assert by_id.status_code == 200, by_id.text
+    by_image = client.post("/segment", json={"image": photo, "points": clicks}).json()
+    assert by_id.json()["cached"] is True and by_id.json()["image_id"] == first["image_id"]
+    assert _decode_png(by_id.json()["mask"]).shape == (400, 600)
+    outside = client.post("/segment", json={"image_id": first["image_id"], "points": [{"x": 601, "y": 1}]})
+    assert "outside the 600×400 image" in _error(outside, 400)
+    assert by_image["image_id"] == first["image_id"]
+
+
+def test_unknown_image_id_asks_for_the_image(client):
+    message = _error(client.post("/segment", json={"image_id": "0" * 32, "points": [{"x": 1, "y": 1}]}), 409)
+    assert "not cached" in message and "send the image" in message
+    assert "no image" in _error(client.post("/segment", json={"points": [{"x": 1, "y": 1}]}), 400)

@@ -60,12 +60,17 @@ def bench_serve(
             with running_service(env, log_dir / f"batching-{batching}.log") as started:
                 results += bench_server(started, batching, counts, per_client, photo_size, edit_steps)
     get_settings.cache_clear()
-    repeat = [r for r in results if r.scenario == "segment, repeat click" and r.clients == 1]
-    overhead = None
-    if repeat:
+    single = {r.scenario: r for r in results if r.clients == 1 and r.batching != "off"}  # the default setup
+    overhead = {}
+    if "segment, repeat click" in single:
         local = in_process_repeat_click_ms(photo_size, max(10, per_client), get_settings())
-        http_p50, local_p50 = repeat[0].percentile(50), float(np.median(local))
-        overhead = {"http_p50_ms": http_p50, "in_process_p50_ms": local_p50, "overhead_p50_ms": http_p50 - local_p50}
+        for scenario, latencies in local.items():
+            http_p50, local_p50 = single[scenario].percentile(50), float(np.median(latencies))
+            overhead[scenario] = {
+                "http_p50_ms": http_p50,
+                "in_process_p50_ms": local_p50,
+                "overhead_p50_ms": http_p50 - local_p50,
+            }
     typer.echo(format_table(results, overhead))
     if json_path:
         json_path.write_text(json.dumps({"results": [r.row() for r in results], "overhead": overhead}, indent=2))
