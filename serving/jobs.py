@@ -17,6 +17,10 @@ JobStateName = Literal["queued", "running", "done", "failed", "cancelled"]
 FINISHED: tuple[JobStateName, ...] = ("done", "failed", "cancelled")
 
 
+class JobCancelled(Exception):
+    """Raised inside a job's worker when its caller cancelled it, to stop at the next stage."""
+
+
 class UnknownJobError(KeyError):
     """No job with this id (never submitted, or forgotten)."""
 
@@ -77,10 +81,10 @@ class JobStore:
                 raise UnknownJobError(job_id) from None
 
     def start(self, job_id: str, stage: str) -> bool:
-        """Mark a job running at `stage`; False when it was cancelled before it started."""
+        """Mark a job running at `stage`; False when it was cancelled (before it started, or since)."""
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is None or job.state in FINISHED:
+            if job is None or job.state in FINISHED or job.cancel_event.is_set():
                 return False
             job.state, job.stage = "running", stage
             return True
@@ -92,9 +96,14 @@ class JobStore:
                 job.state, job.step, job.total = "running", step, total
 
     def finish(self, job_id: str, result: dict[str, Any]) -> None:
+        """Store a job's result; a job cancelled while it ran ends cancelled, without it."""
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is not None:
+            if job is None:
+                return
+            if job.cancel_event.is_set():
+                job.state, job.error = "cancelled", "cancelled by the caller"
+            else:
                 job.state, job.stage, job.step, job.result = "done", "done", job.total, result
 
     def fail(self, job_id: str, error: str, status: int = 500) -> None:

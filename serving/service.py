@@ -338,12 +338,20 @@ class Moodshift:
 
     def _run_job(self, job_id: str, prepared) -> None:
         """Body of an /edit_submit job (a worker thread): its outcome lands in the job store."""
+        from serving.jobs import JobCancelled
         from serving.pipeline import EditFailed
 
-        if not self.jobs.start(job_id, "starting"):
-            return  # cancelled while queued
+        def enter(stage: str) -> None:
+            # A cancel before the diffusion stage has nothing to interrupt in the diffusion service: stop here.
+            if not self.jobs.start(job_id, stage):
+                raise JobCancelled(job_id)
+
         try:
-            result = self.pipeline.run_edit(prepared, job_id, on_stage=lambda stage: self.jobs.start(job_id, stage))
+            enter("starting")
+            result = self.pipeline.run_edit(prepared, job_id, on_stage=enter)
+        except JobCancelled:
+            self.jobs.fail(job_id, "cancelled by the caller")  # fail() records a cancelled job as cancelled
+            return
         except Exception as exc:
             response = error_response(exc)
             status = exc.status if isinstance(exc, EditFailed) else response.status_code

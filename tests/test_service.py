@@ -377,3 +377,20 @@ def test_unknown_image_id_asks_for_the_image(client):
     message = _error(client.post("/segment", json={"image_id": "0" * 32, "points": [{"x": 1, "y": 1}]}), 409)
     assert "not cached" in message and "send the image" in message
     assert "no image" in _error(client.post("/segment", json={"points": [{"x": 1, "y": 1}]}), 400)
+
+
+def test_cancel_before_the_diffusion_stage_stops_the_edit(client, photo):
+    client.ollama.delay_s = 1.5  # the prompt stage waits on Ollama: cancel lands there
+    try:
+        request = {"image": photo, "points": [{"x": 300, "y": 200}], "user_keyword": "galaxy", "keywords": ["calm"]}
+        job = client.post("/edit_submit", json=request).json()
+        deadline = time.monotonic() + 30
+        while client.post("/edit_status", json={"job_id": job["job_id"]}).json()["stage"] != "prompt":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert client.post("/edit_cancel", json={"job_id": job["job_id"]}).status_code == 200
+        final, seen = _wait_for(client, job["job_id"])
+    finally:
+        client.ollama.delay_s = 0.0
+    assert final["state"] == "cancelled" and "result" not in final
+    assert all(status["stage"] != "diffusion" for status in seen), "the diffusion stage never started"
