@@ -1,8 +1,10 @@
 """The segmentation and diffusion stages behind one small, serialisable interface.
 
-The gateway talks to these through `bentoml.depends` (another process, maybe another machine) and the CLI calls
-them in-process; both see the same methods taking and returning plain values (numpy arrays, dicts, lists), so
-the pipeline code above them is the same either way.
+The gateway reaches these through the stage services (`bentoml.depends`: another process, maybe another machine)
+and the CLI calls them in-process; both see the same methods taking and returning the same typed values, with
+arrays as `WireArray`s (compact bytes with shape and dtype), so the pipeline above them is the same either way and
+an array arrives as it left. Failures are raised as the typed errors of `serving.core.errors`, never returned as
+data.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from pydantic import BaseModel
+
+from serving.core.wire import WireArray
 
 if TYPE_CHECKING:
     from serving.models.blended_sdxl import BlendedSDXLRunner
@@ -26,43 +30,77 @@ def _profile_entry(profile: Any, model_name: str) -> dict[str, Any]:
     }
 
 
+class Encoded(BaseModel):
+    """An image put in the embedding cache: its id, and whether it was there already."""
+
+    image_id: str
+    cached: bool
+
+
+class Segmented(BaseModel):
+    """A subject mask (bool HxW, the image's size) and how it was obtained."""
+
+    mask: WireArray
+    score: float
+    image_id: str
+    cached: bool  # the embedding was reused: no image encoder ran
+    used_mask_input: bool  # the previous click's logits refined this mask
+
+
+class DiffusionJob(BaseModel):
+    """One edit for the diffusion stage: the photo already at the working size (uint8), the subject at the photo's
+    own size (bool HxW: the latent mask counts every pixel), the photo's (width, height), the prompt, and the
+    options, checked where the request entered (`EditOptions.to_dict()`). Only working-size pixels cross: the
+    full-size composite is the pipeline's."""
+
+    job_id: str
+    image: WireArray
+    subject_mask: WireArray
+    original_size: tuple[int, int]
+    prompt: str
+    options: dict[str, Any]
+
+
+class DiffusionOutcome(BaseModel):
+    """A job's new backgrounds (uint8, working size) and seeds, seconds per phase and the working size; or, for a
+    job cancelled while it ran, `cancelled` and nothing else."""
+
+    backgrounds: list[WireArray] = []
+    seeds: list[int] = []
+    timings: dict[str, float] = {}
+    working_size: tuple[int, int] | None = None
+    cancelled: bool = False
+
+
 class SegmentationBackend:
     """SAM: batched encoding into the embedding cache, then cheap per-click decoding."""
 
     def __init__(self, segmenter: Segmenter) -> None:
         self.segmenter = segmenter
 
-    def encode(self, images: list[np.ndarray]) -> list[dict[str, Any]]:
-        """Cache the embeddings of several HWC uint8 images in one encoder pass: `[{image_id, cached}]`."""
-        return [{"image_id": e.image_id, "cached": e.cached} for e in self.segmenter.encode_batch(images)]
+    def encode(self, images: list[WireArray]) -> list[Encoded]:
+        """Cache the embeddings of several HWC uint8 images in one encoder pass."""
+        encoded = self.segmenter.encode_batch([image.to_numpy() for image in images])
+        return [Encoded(image_id=e.image_id, cached=e.cached) for e in encoded]
 
-    def segment(self, image: np.ndarray, points: list[dict[str, Any]], box: list[float] | None) -> dict[str, Any]:
-        """Subject mask (bool HxW) for clicks/box on an upright RGB image, with score, image id and cache use."""
-        return self._answer(self.segmenter.segment(image, points, box))
+    def segment(self, image: WireArray, points: list[dict[str, Any]], box: list[float] | None) -> Segmented:
+        """Subject mask for clicks/box on an upright RGB image, with score, image id and cache use."""
+        return self._answer(self.segmenter.segment(image.to_numpy(), points, box))
 
-    def segment_cached(self, image_id: str, points: list[dict[str, Any]], box: list[float] | None) -> dict | None:
-        """`segment` by image id when its embedding is cached (no pixels sent); None when it is not.
-
-        Only this side knows the image's size, so a click outside it comes back as `{"prompt_error": message}`
-        (a caller's mistake must cross a process boundary as data, not as a server error).
-        """
-        from serving.core.prompts import PromptError
-
-        try:
-            result = self.segmenter.segment_cached(image_id, points, box)
-        except PromptError as exc:
-            return {"prompt_error": str(exc)}
-        return None if result is None else self._answer(result)
+    def segment_cached(self, image_id: str, points: list[dict[str, Any]], box: list[float] | None) -> Segmented:
+        """`segment` by image id (no pixels sent); `NotCachedError` when its embedding is not cached, `ClickError`
+        for a click outside the image (only this side knows the image's size)."""
+        return self._answer(self.segmenter.segment_cached(image_id, points, box))
 
     @staticmethod
-    def _answer(result) -> dict[str, Any]:
-        return {
-            "mask": result.mask,
-            "score": result.score,
-            "image_id": result.image_id,
-            "cached": result.cached,
-            "used_mask_input": result.used_mask_input,
-        }
+    def _answer(result) -> Segmented:
+        return Segmented(
+            mask=WireArray.of(result.mask),
+            score=result.score,
+            image_id=result.image_id,
+            cached=result.cached,
+            used_mask_input=result.used_mask_input,
+        )
 
     def info(self) -> dict[str, Any]:
         import torch
@@ -89,33 +127,31 @@ class DiffusionBackend:
         self._cancel: dict[str, threading.Event] = {}
         self.batch_sizes: list[int] = []
 
-    def run(self, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Run edit jobs: each `{job_id, image, subject_mask, prompt, negative_prompt, seeds, steps, guidance,
-        strength, feather, shrink_steps}`; each answer `{images, seeds, timings, working_size}` or `{error, kind}`.
+    def run(self, jobs: list[DiffusionJob]) -> list[DiffusionOutcome]:
+        """Run edit jobs, batched where compatible; one outcome per job, in order.
 
-        One job's failure (bad option, cancel) does not fail the others of its batch.
+        A job cancelled while it ran answers `cancelled` and leaves the others of its batch intact; any other
+        failure raises (it is the whole UNet batch's failure).
         """
-        from serving.models.blended_sdxl import EditCancelled, EditOptionsError, EditRequest
+        from serving.core.edit_options import EditOptions
+        from serving.core.errors import CancelledError
+        from serving.models.blended_sdxl import DiffusionRequest
 
         requests = []
         with self._lock:
             self.batch_sizes.append(len(jobs))
             for job in jobs:
-                job_id = job["job_id"]
+                job_id, options = job.job_id, EditOptions(**job.options)
                 self._cancel.setdefault(job_id, threading.Event())
-                self._progress[job_id] = (0, self.runner.total_steps(job["steps"], job.get("strength", 1.0)))
+                self._progress[job_id] = (0, options.denoising_steps)
                 requests.append(
-                    EditRequest(
-                        image=job["image"],
-                        subject_mask=job["subject_mask"],
-                        prompt=job["prompt"],
-                        negative_prompt=job.get("negative_prompt"),
-                        seeds=job["seeds"],
-                        steps=job["steps"],
-                        guidance=job["guidance"],
-                        strength=job.get("strength", 1.0),
-                        feather=job.get("feather"),
-                        shrink_steps=job.get("shrink_steps"),
+                    DiffusionRequest(
+                        image=job.image.to_numpy(),
+                        subject_mask=job.subject_mask.to_numpy(),
+                        prompt=job.prompt,
+                        composite=False,
+                        original_size=tuple(job.original_size),
+                        options=options,
                         progress=self._progress_callback(job_id),
                         cancel=self._cancel[job_id],
                     )
@@ -125,26 +161,24 @@ class DiffusionBackend:
         finally:
             with self._lock:
                 for job in jobs:
-                    self._cancel.pop(job["job_id"], None)
-                    self._progress.pop(job["job_id"], None)
-        answers = []
+                    self._cancel.pop(job.job_id, None)
+                    self._progress.pop(job.job_id, None)
+        outcomes = []
         for result in results:
-            if isinstance(result, EditOptionsError):
-                answers.append({"error": str(result), "kind": "options"})
-            elif isinstance(result, EditCancelled):
-                answers.append({"error": "cancelled by the caller", "kind": "cancelled"})
+            if isinstance(result, CancelledError):
+                outcomes.append(DiffusionOutcome(cancelled=True))
             elif isinstance(result, Exception):
-                answers.append({"error": f"{type(result).__name__}: {str(result)[:200]}", "kind": "internal"})
+                raise result
             else:
-                answers.append(
-                    {
-                        "images": result.images,
-                        "seeds": result.seeds,
-                        "timings": result.timings,
-                        "working_size": list(result.working_size),
-                    }
+                outcomes.append(
+                    DiffusionOutcome(
+                        backgrounds=[WireArray.of(image) for image in result.images],
+                        seeds=result.seeds,
+                        timings=result.timings,
+                        working_size=result.working_size,
+                    )
                 )
-        return answers
+        return outcomes
 
     def _progress_callback(self, job_id: str):
         def report(step: int, total: int) -> None:
@@ -160,26 +194,24 @@ class DiffusionBackend:
             return {job_id: list(self._progress[job_id]) for job_id in job_ids if job_id in self._progress}
 
     def cancel(self, job_id: str) -> bool:
-        """Ask a running job to stop at its next step. True when the job is running here.
-
-        A job still queued in the gateway is cancelled there and never reaches this service."""
+        """Ask a running job to stop at its next step. True when the job is running here."""
         with self._lock:
             event = self._cancel.get(job_id)
         if event is not None:
             event.set()
         return event is not None
 
-    def total_steps(self, steps: int, strength: float) -> int:
-        return self.runner.total_steps(steps, strength)
-
     def info(self) -> dict[str, Any]:
-        entry = _profile_entry(self.runner.profile, self.runner.model_name)
         import torch
 
+        entry = _profile_entry(self.runner.profile, self.runner.model_name)
         return {
             **entry,
             "device": str(self.runner.device),
             "dtype": str(self.runner.dtype).split(".")[-1],
+            "vae_dtype": str(self.runner.vae_dtype).split(".")[-1],
+            "offload": self.runner.offload,  # GPU memory mode: none, model or sequential
+            "offload_reason": self.runner.offload_reason,
             "working_pixels": self.runner.working_pixels,
             "torch_threads": torch.get_num_threads(),
         }

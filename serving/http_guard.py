@@ -31,7 +31,7 @@ def _json_error(message: str, status: int, detail: Any = None) -> tuple[int, byt
 
 
 def describe_validation_errors(detail: list[dict[str, Any]]) -> str:
-    """One line naming each bad field: "steps: Input should be less than or equal to 150"."""
+    """One line naming each bad field: "steps: Input should be a valid integer"."""
     parts = []
     for error in detail[:5]:
         location = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body",))

@@ -1,31 +1,27 @@
-"""Edit jobs for progress reporting: submit returns at once, status says step k of n, then the result.
+"""Edit jobs: submit returns at once, status says the stage and step k of n, then the result.
 
-The store is in-memory and bounded (finished jobs beyond `max_finished` are forgotten oldest first); the UI
-saves finished results itself, so a service restart loses only the progress of running jobs.
+`JobStore` is in-memory and bounded (finished jobs beyond `max_finished` are forgotten oldest first); the UI saves
+finished results itself, so a service restart loses only the progress of running jobs. `JobRunner` runs each job
+in a worker thread of the service's event loop, where BentoML's clients of the stage services can call out.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from serving.core.errors import CancelledError, NotFoundError, QueueFullError
+
 JobStateName = Literal["queued", "running", "done", "failed", "cancelled"]
 FINISHED: tuple[JobStateName, ...] = ("done", "failed", "cancelled")
-
-
-class JobCancelled(Exception):
-    """Raised inside a job's worker when its caller cancelled it, to stop at the next stage."""
-
-
-class UnknownJobError(KeyError):
-    """No job with this id (never submitted, or forgotten)."""
-
-    def __str__(self) -> str:
-        return f"no edit job with id {self.args[0]!r} (unknown or expired)"
+CANCELLED_MESSAGE = "cancelled by the caller"
 
 
 @dataclass
@@ -39,7 +35,6 @@ class Job:
     step: int = 0
     result: dict[str, Any] | None = None
     error: str | None = None
-    error_status: int | None = None
     created: float = field(default_factory=time.time)
     cancel_event: threading.Event = field(default_factory=threading.Event)
 
@@ -78,7 +73,7 @@ class JobStore:
             try:
                 return self._jobs[job_id]
             except KeyError:
-                raise UnknownJobError(job_id) from None
+                raise NotFoundError(f"no edit job with id {job_id!r} (unknown or expired)") from None
 
     def start(self, job_id: str, stage: str) -> bool:
         """Mark a job running at `stage`; False when it was cancelled (before it started, or since)."""
@@ -102,18 +97,18 @@ class JobStore:
             if job is None:
                 return
             if job.cancel_event.is_set():
-                job.state, job.error = "cancelled", "cancelled by the caller"
+                job.state, job.error = "cancelled", CANCELLED_MESSAGE
             else:
                 job.state, job.stage, job.step, job.result = "done", "done", job.total, result
 
-    def fail(self, job_id: str, error: str, status: int = 500) -> None:
+    def fail(self, job_id: str, error: str) -> None:
+        """A job ended without a result: failed with `error`, or cancelled if its caller asked for that."""
         with self._lock:
             job = self._jobs.get(job_id)
             if job is not None:
                 cancelled = job.cancel_event.is_set()
                 job.state = "cancelled" if cancelled else "failed"
-                job.error = "cancelled by the caller" if cancelled else error
-                job.error_status = None if cancelled else status
+                job.error = CANCELLED_MESSAGE if cancelled else error
 
     def cancel(self, job_id: str) -> Job:
         job = self.get(job_id)
@@ -121,7 +116,7 @@ class JobStore:
             if job.state not in FINISHED:
                 job.cancel_event.set()
                 if job.state == "queued":
-                    job.state, job.error = "cancelled", "cancelled by the caller"
+                    job.state, job.error = "cancelled", CANCELLED_MESSAGE
         return job
 
     def active_count(self) -> int:
@@ -141,3 +136,90 @@ class JobStore:
         finished = [key for key, job in self._jobs.items() if job.state in FINISHED]
         for key in finished[: max(0, len(finished) - self.max_finished)]:
             del self._jobs[key]
+
+
+@dataclass(frozen=True)
+class JobControl:
+    """What a running job's work reports to and asks of its job: stage changes, steps, and whether to stop."""
+
+    on_stage: Callable[[str], None]
+    on_step: Callable[[int, int], None]
+    cancelled: Callable[[], bool]
+
+
+class JobRunner:
+    """Runs edit jobs in AnyIO worker threads of the service's event loop, at most `max_active` queued or running.
+
+    `submit` is called from a sync API method (itself in a worker thread); the work runs later in another worker
+    thread, where BentoML's sync clients of the stage services can call out. `in_worker_thread` gives the work one
+    more such thread for a blocking call it wants to watch.
+    """
+
+    def __init__(self, store: JobStore, max_active: int, describe_error: Callable[[BaseException], str]) -> None:
+        self.store = store
+        self.max_active = max_active
+        self.describe_error = describe_error  # the message a failed job reports (the service's error wording)
+        self._submit_lock = threading.Lock()
+        self._limiter: Any = None  # anyio.CapacityLimiter, made in the event loop on first use
+        self._tasks: set[asyncio.Task] = set()
+
+    def submit(self, total: int, work: Callable[[str, JobControl], dict[str, Any]]) -> Job:
+        """Queue `work` as a new job; `QueueFullError` when `max_active` jobs are queued or running already."""
+        import anyio.from_thread
+
+        with self._submit_lock:  # count and add as one step: concurrent submits must not both take the last slot
+            if self.store.active_count() >= self.max_active:
+                raise QueueFullError(f"too many edits in progress ({self.max_active}); try again shortly")
+            job = self.store.create(total)
+        anyio.from_thread.run_sync(self._start, job.job_id, work)
+        return job
+
+    def in_worker_thread(self, call: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+        """Run a blocking `call` in another worker thread of the event loop (from a worker thread); its future."""
+        import anyio
+        import anyio.from_thread
+
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        async def run() -> None:
+            try:
+                future.set_result(await anyio.to_thread.run_sync(call))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        anyio.from_thread.run_sync(self._spawn, run)
+        return future
+
+    def _start(self, job_id: str, work: Callable[[str, JobControl], dict[str, Any]]) -> None:
+        """In the event loop: the job's work in a worker thread, no more at once than `max_active`."""
+        import anyio
+
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.max_active)
+        self._spawn(lambda: anyio.to_thread.run_sync(self._run, job_id, work, limiter=self._limiter))
+
+    def _spawn(self, coroutine_function: Callable[[], Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine_function())
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
+
+    def _run(self, job_id: str, work: Callable[[str, JobControl], dict[str, Any]]) -> None:
+        """A job's body (a worker thread): its outcome lands in the store."""
+        store = self.store
+
+        def enter(stage: str) -> None:
+            # A cancel before the diffusion stage has nothing to interrupt in the diffusion service: stop here.
+            if not store.start(job_id, stage):
+                raise CancelledError(CANCELLED_MESSAGE)
+
+        job = store.get(job_id)
+        control = JobControl(enter, lambda step, total: store.progress(job_id, step, total), job.cancel_event.is_set)
+        try:
+            enter("starting")
+            result = work(job_id, control)
+        except CancelledError:
+            store.fail(job_id, CANCELLED_MESSAGE)  # fail() records a cancelled job as cancelled
+        except Exception as exc:
+            store.fail(job_id, self.describe_error(exc))
+        else:
+            store.finish(job_id, result)

@@ -1,87 +1,148 @@
 """The end-to-end edit as plain Python: segment -> mood -> prompt -> blended diffusion -> composite.
 
-The CLI runs it in-process (`Pipeline.in_process`); the BentoML gateway runs it over its dependency services
-(`serving.service`). Everything a caller sends is checked in `prepare_edit`, before any model runs, so a
-mistake is a `ValueError` subclass with a message naming the bad value (the service answers 400).
+Every edit runs through here: the service (over its stage services), the CLI (in-process) and the benchmarks.
+`prepare_edit` is the entrance: it checks the whole request (the options against the options table, the clicks,
+the mask, the text) before any model runs, so a mistake is an `InputError` naming the bad value. `run_edit` runs
+the stages, reporting each stage and step k of n, and stops when the caller's cancel check says so.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from serving.core.images import image_id as pixels_id
-from serving.core.prompt_text import sanitize_user_keyword, strip_unprintable
-from serving.core.prompts import PromptError, validate_prompt
+from serving.backends import DiffusionJob, DiffusionOutcome
+from serving.core.blending import compose
+from serving.core.clicks import Clicks, validate_clicks
+from serving.core.edit_options import EditOptions, check_edit_options
+from serving.core.errors import CancelledError, InputError, NotCachedError
+from serving.core.images import image_id_of
+from serving.core.masks import check_subject_mask
+from serving.core.prompt_text import clean_user_prompt, sanitize_user_keyword
+from serving.core.sizing import resize_image, working_size
+from serving.core.wire import WireArray
 
 if TYPE_CHECKING:
-    from serving.backends import DiffusionBackend, SegmentationBackend
+    from serving.backends import Segmented
     from serving.models.ollama_stage import MoodResult, PromptResult, PromptStage
     from serving.settings import Settings
 
-MAX_PROMPT_CHARS = 2000  # CLIP reads 77 tokens anyway; this only bounds what we store and echo back
+logger = logging.getLogger("moodshift.pipeline")
+PROGRESS_POLL_S = 0.25  # how often a running diffusion is asked for its step (and told of a cancel)
+
+# Runs a blocking call elsewhere and returns its future: the caller's thread stays free to report progress.
+Background = Callable[[Callable[[], Any]], "concurrent.futures.Future[Any]"]
+StageCallback = Callable[[str], None]
+StepCallback = Callable[[int, int], None]
+CancelCheck = Callable[[], bool]
 
 
-class EditInputError(ValueError):
-    """An edit request that cannot run as given (no mask and no clicks, no prompt and no keyword...)."""
+def in_a_thread(call: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+    """The default `Background`: a plain thread (enough for stages in this process)."""
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="moodshift-diffusion")
+    future = executor.submit(call)
+    executor.shutdown(wait=False)
+    return future
 
 
-class ImageNotCachedError(LookupError):
-    """A click by image id whose embedding is not (or no longer) cached: the caller must send the image."""
+class LazyStage:
+    """A stage built on first use, so checking a request costs no model load (thread-safe)."""
 
-    def __init__(self, image_id: str) -> None:
-        super().__init__(
-            f"image_id {image_id!r} is not cached (never sent, or evicted since): send the image itself again"
-        )
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._stage: Any = None
+        self._lock = threading.Lock()
 
-
-class EditFailed(RuntimeError):
-    """The diffusion stage could not finish an edit; `status` is the HTTP status the service answers."""
-
-    def __init__(self, message: str, status: int = 500) -> None:
-        super().__init__(message)
-        self.status = status
+    def __getattr__(self, name: str) -> Any:
+        with self._lock:
+            if self._stage is None:
+                self._stage = self._build()
+        return getattr(self._stage, name)
 
 
 @dataclass
 class PreparedEdit:
-    """A validated edit: what to keep, what to write, and the diffusion options with seeds fixed."""
+    """A checked edit: the photo, what to keep (a mask, or clicks to segment), what to write, and its options."""
 
     image: np.ndarray
     image_id: str
     subject_mask: np.ndarray | None
-    points: list[dict[str, Any]] | None
-    box: list[float] | None
+    clicks: Clicks | None
     prompt: str | None
     user_keyword: str | None
     keywords: list[str] | None
-    options: dict[str, Any]
-    total_steps: int
+    options: EditOptions
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_steps(self) -> int:
+        """Denoising steps the edit will make (what its progress counts to)."""
+        return self.options.denoising_steps
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """A subject mask (bool HxW, the image's size), SAM's score, the image's id and whether its embedding was
+    cached (no image encoder ran)."""
+
+    mask: np.ndarray
+    score: float
+    image_id: str
+    cached: bool
+
+    @classmethod
+    def of(cls, answer: Segmented, cached: bool | None = None) -> Segmentation:
+        """From the segmentation stage's answer (`cached`: overrides it, for an image just encoded)."""
+        return cls(answer.mask.to_numpy(), answer.score, answer.image_id, answer.cached if cached is None else cached)
+
+
+@dataclass
+class EditOutcome:
+    """A finished edit: `images` (HxWx3 uint8 each, the input's size), the seed of each, the prompt used and its
+    source (`user`, `llm`, `template`) and CLIP token count, the photo's image id, and seconds per phase."""
+
+    images: list[np.ndarray]
+    seeds: list[int]
+    prompt: str
+    prompt_source: str
+    tokens: int
+    image_id: str
+    timings: dict[str, float]
 
 
 class Pipeline:
-    """Segmentation, mood, prompt and diffusion stages composed into the product's operations."""
+    """Segmentation, mood, prompt and diffusion stages composed into the product's operations.
+
+    `segmentation` and `diffusion` are the stage backends (`serving.backends`) or the stage services standing for
+    them; their errors are the typed errors of `serving.core.errors`. `background` runs the blocking diffusion call
+    while the calling thread reports its progress (the service passes one whose threads can call stage services).
+    """
 
     def __init__(
         self,
-        segmentation: SegmentationBackend | None,
-        diffusion: DiffusionBackend | None,
+        segmentation: Any,
+        diffusion: Any,
         prompt_stage: PromptStage,
         settings: Settings,
+        background: Background = in_a_thread,
     ) -> None:
         self.segmentation = segmentation
         self.diffusion = diffusion
         self.prompt_stage = prompt_stage
         self.settings = settings
+        self.background = background
+        self._working_pixels: int | None = None  # the diffusion stage's, asked once
 
     @classmethod
-    def in_process(cls, settings: Settings | None = None, *, segmentation: bool = True, diffusion: bool = True):
-        """Every stage in this process, built from the settings (skip the stages a command does not need)."""
+    def in_process(cls, settings: Settings | None = None) -> Pipeline:
+        """Every stage in this process, from the settings; each model loads when its stage is first used."""
         from serving.backends import DiffusionBackend, SegmentationBackend
         from serving.models.blended_sdxl import BlendedSDXLRunner
         from serving.models.ollama_stage import PromptStage
@@ -89,47 +150,46 @@ class Pipeline:
         from serving.settings import get_settings
 
         settings = settings or get_settings()
-        runner = BlendedSDXLRunner.from_settings(settings) if diffusion else None
         return cls(
-            SegmentationBackend(Segmenter.from_settings(settings)) if segmentation else None,
-            DiffusionBackend(runner) if runner else None,
-            PromptStage(settings, tokenizer=runner.pipe.tokenizer if runner else None),
+            LazyStage(lambda: SegmentationBackend(Segmenter.from_settings(settings))),
+            LazyStage(lambda: DiffusionBackend(BlendedSDXLRunner.from_settings(settings))),
+            PromptStage(settings),
             settings,
         )
 
     # --- segmentation ---------------------------------------------------------------------------------
 
-    def segment(self, image: np.ndarray, points: list[dict[str, Any]] | None, box: list[float] | None) -> dict:
-        """Subject mask for clicks/box. The prompt is checked here first, so a bad click never reaches SAM."""
-        height, width = image.shape[:2]
-        validate_prompt(points, box, (width, height), self.settings.max_points)
-        if self.segmentation is None:
-            raise RuntimeError("this pipeline was built without a segmentation stage")
-        points = list(points or [])
-        # A repeat click sends only the image id: the pixels cross to the segmentation service once per image.
-        result = self.segmentation.segment_cached(pixels_id(image), points, box)
-        if result:  # None or {} (the service's "not cached")
-            return result
-        # Encoding goes through its own call so the service can batch it with other users' new images.
-        [encoded] = self.segmentation.encode([image])
-        result = self.segmentation.segment(image, points, box)
-        return {**result, "cached": bool(encoded["cached"])}
+    def check_clicks(self, image_size: tuple[int, int], points: Any, box: Any) -> Clicks:
+        """Clicks and box checked against an image of `image_size` (width, height): `ClickError` when unusable."""
+        return validate_clicks(points, box, image_size, self.settings.max_points)
 
-    def segment_by_id(self, image_id: str, points: list[dict[str, Any]] | None, box: list[float] | None) -> dict:
-        """A repeat click by image id alone; `ImageNotCachedError` when the embedding is not cached."""
-        if self.segmentation is None:
-            raise RuntimeError("this pipeline was built without a segmentation stage")
-        result = self.segmentation.segment_cached(image_id, list(points or []), box)
-        if not result:  # None or {} (the service's "not cached")
-            raise ImageNotCachedError(image_id)
-        if "prompt_error" in result:
-            raise PromptError(result["prompt_error"])
-        return result
+    def segment(self, image: np.ndarray, points: Any, box: Any) -> Segmentation:
+        """Subject mask for clicks/box. The clicks are checked here first, so a bad click never reaches SAM."""
+        clicks = self.check_clicks((image.shape[1], image.shape[0]), points, box)
+        return self._segment_checked(image, clicks)
+
+    def _segment_checked(self, image: np.ndarray, clicks: Clicks) -> Segmentation:
+        points = [point.model_dump() for point in clicks.points]
+        box = list(clicks.box) if clicks.box else None
+        # A repeat click sends only the image id: the pixels cross to the segmentation service once per image.
+        try:
+            return Segmentation.of(self.segmentation.segment_cached(image_id_of(image), points, box))
+        except NotCachedError:
+            pass
+        # Encoding goes through its own call so the service can batch it with other users' new images.
+        pixels = WireArray.of(image)
+        [encoded] = self.segmentation.encode([pixels])
+        answer = self.segmentation.segment(pixels, points, box)
+        return Segmentation.of(answer, cached=encoded.cached)
+
+    def segment_by_id(self, image_id: str, points: Any, box: Any) -> Segmentation:
+        """A repeat click by image id alone; `NotCachedError` when the embedding is not cached."""
+        return Segmentation.of(self.segmentation.segment_cached(image_id, list(points or []), box))
 
     # --- mood and prompt --------------------------------------------------------------------------------
 
     def mood(self, image: np.ndarray, image_id: str | None = None) -> MoodResult:
-        return self.prompt_stage.read_mood(image, image_id or pixels_id(image))
+        return self.prompt_stage.read_mood(image, image_id or image_id_of(image))
 
     def prompt(self, keywords: list[str], user_keyword: str) -> PromptResult:
         return self.prompt_stage.write_prompt(keywords, user_keyword)
@@ -141,131 +201,145 @@ class Pipeline:
         image: np.ndarray,
         *,
         subject_mask: np.ndarray | None = None,
-        points: list[dict[str, Any]] | None = None,
-        box: list[float] | None = None,
+        points: Any = None,
+        box: Any = None,
         prompt: str | None = None,
         user_keyword: str | None = None,
         keywords: list[str] | None = None,
-        negative_prompt: str | None = None,
-        seed: int | None = None,
-        steps: int | None = None,
-        guidance: float | None = None,
-        variants: int = 1,
-        feather: int | None = None,
-        strength: float = 1.0,
-        shrink_steps: int | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> PreparedEdit:
-        """Check an edit request completely (before any model runs) and fix its seeds."""
-        from serving.models.blended_sdxl import EditDefaults, EditRequest, check_request
+        """Check an edit request completely, before any model runs, and fix its seeds.
 
-        height, width = image.shape[:2]
-        if subject_mask is not None and (points or box is not None):
-            raise EditInputError("give either a mask or points/box, not both")
-        if subject_mask is None:
-            if not points and box is None:
-                raise EditInputError("no subject: give a mask, or points/box to segment the subject")
-            validate_prompt(points, box, (width, height), self.settings.max_points)
-        # Lengths are checked before any per-character work: a megabyte of text costs seconds to clean or tokenize.
-        for name, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
-            if text is not None and len(text) > MAX_PROMPT_CHARS:
-                raise EditInputError(f"{name} has {len(text)} characters; at most {MAX_PROMPT_CHARS} are allowed")
+        `options`: edit options by name (absent or None = the settings' default). Raises `InputError` (or a
+        subclass) naming the first bad value.
+        """
+        checked_options = check_edit_options(options or {}, self.settings.edit_defaults())
+        clicks = None
+        if subject_mask is not None:
+            if points or box is not None:
+                raise InputError("give either a mask or points/box, not both")
+            subject_mask = check_subject_mask(subject_mask, image.shape)
+        elif not points and box is None:
+            raise InputError("no subject: give a mask, or points/box to segment the subject")
+        else:
+            clicks = self.check_clicks((image.shape[1], image.shape[0]), points, box)
         if prompt is not None:
-            prompt = strip_unprintable(prompt).strip()
-            if not prompt:
-                raise EditInputError("prompt is empty after removing control characters")
+            prompt = clean_user_prompt(prompt)
         elif user_keyword is None:
-            raise EditInputError("no prompt: give a prompt or a user_keyword to write one from")
+            raise InputError("no prompt: give a prompt or a user_keyword to write one from")
         else:
             user_keyword = sanitize_user_keyword(user_keyword)
-        checked = check_request(
-            EditRequest(
-                image=image,
-                subject_mask=subject_mask,  # None until SAM has run on the clicks: checked again then
-                prompt=prompt or user_keyword,  # the prompt is written from the keyword later
-                negative_prompt=negative_prompt,
-                seed=seed,
-                variants=variants,
-                steps=steps,
-                guidance=guidance,
-                strength=strength,
-                feather=feather,
-                shrink_steps=shrink_steps,
-            ),
-            EditDefaults.from_settings(self.settings),
-            require_mask=False,
-        )
-        options = {
-            "negative_prompt": checked.negative_prompt,
-            "seeds": checked.seeds,
-            "steps": checked.steps,
-            "guidance": checked.guidance,
-            "strength": checked.strength,
-            "feather": checked.feather,
-            "shrink_steps": checked.shrink_steps,
-        }
-        total = self.diffusion.total_steps(checked.steps, checked.strength) if self.diffusion else checked.steps
         return PreparedEdit(
             image=image,
-            image_id=pixels_id(image),
-            subject_mask=checked.subject_mask,
-            points=points,
-            box=box,
+            image_id=image_id_of(image),
+            subject_mask=subject_mask,
+            clicks=clicks,
             prompt=prompt,
             user_keyword=user_keyword,
             keywords=keywords,
-            options=options,
-            total_steps=total,
+            options=checked_options,
         )
 
     def run_edit(
-        self, edit: PreparedEdit, job_id: str, on_stage: Callable[[str], None] | None = None
-    ) -> dict[str, Any]:
+        self,
+        edit: PreparedEdit,
+        *,
+        job_id: str,
+        on_stage: StageCallback | None = None,
+        on_step: StepCallback | None = None,
+        cancelled: CancelCheck | None = None,
+    ) -> EditOutcome:
         """Run a prepared edit: segment (if clicks), write the prompt (if a keyword), regenerate, composite.
 
-        Returns `{images (HxWx3 uint8 each), seeds, prompt, prompt_source, tokens, image_id, timings}`.
-        Raises `EditFailed` (with the HTTP status) when the diffusion stage refuses or fails.
+        `on_stage(name)` is called as each stage starts (segment, prompt, diffusion); `on_step(step, total)` while
+        the diffusion runs; `cancelled()` is asked between stages and during the diffusion. Raises
+        `CancelledError` when cancelled, `InputError` when the segmented mask is unusable.
         """
-        if self.diffusion is None:
-            raise RuntimeError("this pipeline was built without a diffusion stage")
         timings = dict(edit.timings)
         started = time.perf_counter()
         subject_mask = edit.subject_mask
         if subject_mask is None:
-            _announce(on_stage, "segment")
-            subject_mask = self.segment(edit.image, edit.points, edit.box)["mask"]
+            self._enter("segment", on_stage, cancelled)
+            mask = self._segment_checked(edit.image, edit.clicks).mask
+            subject_mask = check_subject_mask(mask, edit.image.shape)
             timings["segment_s"] = time.perf_counter() - started
         prompt, source, tokens = edit.prompt, "user", None
         if prompt is None:
-            _announce(on_stage, "prompt")
+            self._enter("prompt", on_stage, cancelled)
             began = time.perf_counter()
             keywords = edit.keywords if edit.keywords is not None else self.mood(edit.image, edit.image_id).keywords
             written = self.prompt(keywords, edit.user_keyword or "")
             prompt, source, tokens = written.prompt, written.source, written.tokens
             timings["prompt_s"] = time.perf_counter() - began
-        _announce(on_stage, "diffusion")
+        self._enter("diffusion", on_stage, cancelled)
         began = time.perf_counter()
-        job = {"job_id": job_id, "image": edit.image, "subject_mask": subject_mask, "prompt": prompt, **edit.options}
-        [answer] = self.diffusion.run([job])
+        height, width = edit.image.shape[:2]
+        job = DiffusionJob(
+            job_id=job_id,
+            image=WireArray.of(resize_image(edit.image, self._working_size(width, height))),
+            subject_mask=WireArray.of(subject_mask),
+            original_size=(width, height),
+            prompt=prompt,
+            options=edit.options.to_dict(),
+        )
+        answer = self._diffuse(job, on_step, cancelled)
+        if answer.cancelled:
+            raise CancelledError("cancelled by the caller")
+        if on_step is not None:  # the last poll may have come before the last step
+            on_step(edit.total_steps, edit.total_steps)
         timings["diffusion_s"] = time.perf_counter() - began
-        if "error" in answer:
-            status = {"options": 400, "cancelled": 499}.get(answer.get("kind"), 500)
-            raise EditFailed(answer["error"], status)
-        timings.update({f"runner_{k}": v for k, v in answer.get("timings", {}).items()})
+        timings.update({f"runner_{k}": v for k, v in answer.timings.items()})
+        began = time.perf_counter()
+        feather = edit.options.feather
+        images = [compose(edit.image, new.to_numpy(), subject_mask, feather) for new in answer.backgrounds]
+        timings["composite_s"] = time.perf_counter() - began
         timings["total_s"] = time.perf_counter() - started + timings.get("decode_s", 0.0)
-        return {
-            "images": answer["images"],
-            "seeds": answer["seeds"],
-            "prompt": prompt,
-            "prompt_source": source,
-            "tokens": tokens if tokens is not None else self.prompt_stage.count_tokens(prompt),
-            "image_id": edit.image_id,
-            "timings": {key: round(value, 4) for key, value in timings.items()},
-        }
+        return EditOutcome(
+            images=images,
+            seeds=answer.seeds,
+            prompt=prompt,
+            prompt_source=source,
+            tokens=tokens if tokens is not None else self.prompt_stage.count_tokens(prompt),
+            image_id=edit.image_id,
+            timings={key: round(value, 4) for key, value in timings.items()},
+        )
+
+    def _working_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size the diffusion stage works at for a photo of this size (its working pixels asked once)."""
+        if self._working_pixels is None:
+            self._working_pixels = int(self.diffusion.info()["working_pixels"])
+        return working_size(width, height, self._working_pixels)
+
+    @staticmethod
+    def _enter(stage: str, on_stage: StageCallback | None, cancelled: CancelCheck | None) -> None:
+        if cancelled is not None and cancelled():
+            raise CancelledError("cancelled by the caller")
+        if on_stage is not None:
+            on_stage(stage)
+
+    def _diffuse(
+        self, job: DiffusionJob, on_step: StepCallback | None, cancelled: CancelCheck | None
+    ) -> DiffusionOutcome:
+        """The diffusion stage's outcome for one job; meanwhile its progress is reported and a cancel passed on."""
+        if on_step is None and cancelled is None:
+            return self.diffusion.run([job])[0]
+        job_id = job.job_id
+        future = self.background(lambda: self.diffusion.run([job])[0])
+        cancel_delivered = False
+        while True:
+            try:
+                return future.result(timeout=PROGRESS_POLL_S)
+            except concurrent.futures.TimeoutError:
+                pass
+            try:  # a progress report that fails must not fail the edit
+                if cancelled is not None and cancelled() and not cancel_delivered:
+                    cancel_delivered = self.diffusion.cancel(job_id)  # False: not started there yet, tell it again
+                if on_step is not None:
+                    progress = self.diffusion.progress([job_id]).get(job_id)
+                    if progress:
+                        on_step(*progress)
+            except Exception:
+                logger.warning("progress of job %s not available", job_id, exc_info=True)
 
 
-def _announce(on_stage: Callable[[str], None] | None, stage: str) -> None:
-    if on_stage is not None:
-        on_stage(stage)
-
-
-__all__ = ["EditFailed", "EditInputError", "ImageNotCachedError", "Pipeline", "PreparedEdit", "PromptError"]
+__all__ = ["EditOutcome", "LazyStage", "Pipeline", "PreparedEdit"]

@@ -1,4 +1,5 @@
-"""What `GET /info` says: each stage's profile and model, the device, versions, and a notice for demo models."""
+"""What `GET /info` says: each stage's profile and model, the device, versions, a notice for demo models, the
+edit options table (clients draw their controls from it) and the input limits."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import platform
 from typing import Any
 
 import serving
+from serving.core.edit_options import info_table
+from serving.settings import Settings
 
 DEMO_NOTICE = (
     "Demo models with random weights are running ({stages}): results are noise, not edits. Put the real weights "
@@ -25,8 +28,10 @@ def versions() -> dict[str, str]:
     return found
 
 
-def describe(segment: dict[str, Any], diffusion: dict[str, Any], prompt_stages: dict[str, Any]) -> dict[str, Any]:
-    """The /info document from the stages' own `info()` answers."""
+def describe(
+    segment: dict[str, Any], diffusion: dict[str, Any], prompt_stages: dict[str, Any], settings: Settings
+) -> dict[str, Any]:
+    """The /info document from the stages' own `info()` answers and the gateway's settings."""
     demo = [name for name, entry in (("segment", segment), ("diffusion", diffusion)) if entry.get("demo")]
     return {
         "stages": {"segment": segment, "diffusion": diffusion, **prompt_stages},
@@ -35,4 +40,10 @@ def describe(segment: dict[str, Any], diffusion: dict[str, Any], prompt_stages: 
         "versions": versions(),
         "demo_models": bool(demo),
         "notice": DEMO_NOTICE.format(stages=", ".join(demo)) if demo else None,
+        "options": info_table(settings.edit_defaults()),
+        "limits": {
+            "max_upload_mb": settings.max_upload_mb,
+            "max_image_pixels": settings.max_image_pixels,
+            "max_points": settings.max_points,
+        },
     }

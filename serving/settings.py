@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from serving.core.edit_options import EDIT_OPTIONS
 
 Profile = Literal["auto", "real", "tiny", "random-full"]
 SamModelType = Literal["vit_h", "vit_l", "vit_b"]
@@ -22,7 +24,18 @@ SAM_CHECKPOINT_NAMES: dict[str, str] = {
     "vit_l": "sam_vit_l_0b3195.pth",
     "vit_b": "sam_vit_b_01ec64.pth",
 }
-SDXL_REPO_ID = "stabilityai/stable-diffusion-xl-base-1.0"
+
+
+def edit_default(name: str) -> Any:
+    """The settings field `default_<name>` of an edit option: its default, bounds and help from the options table."""
+    option = EDIT_OPTIONS[name]
+    if option.choices or option.kind is bool:
+        bounds = {}  # the field's type (a Literal of the choices, or bool) bounds it
+    elif option.kind is str:
+        bounds = {"max_length": int(option.maximum)}
+    else:
+        bounds = {"gt" if option.above_minimum else "ge": option.minimum, "le": option.maximum}
+    return Field(option.default, description=f"Default of the edit option {name}: {option.help}", **bounds)
 
 
 class Settings(BaseSettings):
@@ -61,12 +74,26 @@ class Settings(BaseSettings):
     working_pixels: int | None = Field(
         None, description="Pixels of the diffusion working size (default: 1024² real/random-full, 512² tiny)."
     )
-    default_steps: int = Field(30, ge=1, le=150, description="Denoising steps when a request names none.")
-    default_guidance: float = Field(7.0, ge=0.0, le=30.0, description="Classifier-free guidance scale.")
-    default_feather: int = Field(8, ge=0, le=256, description="Feather radius in pixels for the composite.")
-    default_negative_prompt: str = Field(
-        "blurry, low quality, distorted, watermark, text", description="Negative prompt when a request names none."
+    sdxl_vae: Path | None = Field(
+        None,
+        description="fp16-safe SDXL VAE folder used instead of the model's own "
+        "(default: checkpoints/sdxl-vae-fp16-fix when present).",
     )
+    offload: Literal["auto", "none", "model", "sequential"] = Field(
+        "auto",
+        description="GPU memory mode of SDXL: none (all on the GPU), model (one model at a time on the GPU), "
+        "sequential (layer by layer, slowest); auto picks from the free GPU memory.",
+    )
+    gpu_reserve_gb: float | None = Field(
+        None,
+        ge=0,
+        description="GPU memory (GB) the diffusion stage leaves to other models when auto picks the offload mode "
+        "(default: what SAM needs when the segmentation stage runs on this machine, else 0).",
+    )
+    default_steps: int = edit_default("steps")
+    default_guidance: float = edit_default("guidance")
+    default_feather: int = edit_default("feather")
+    default_negative_prompt: str = edit_default("negative_prompt")
 
     # --- Ollama (mood and prompt writer) --------------------------------------------------------
     ollama_host: str = Field("http://127.0.0.1:11434", description="Ollama server URL.")
@@ -102,15 +129,24 @@ class Settings(BaseSettings):
     )
     max_queued_edits: int = Field(32, ge=1, description="Edit jobs waiting or running at once; more get 429.")
     diffusion_max_latency_ms: int = Field(600_000, ge=1, description="Adaptive batching: diffusion latency budget.")
-
-    # --- UI -----------------------------------------------------------------------------------
-    service_url: str = Field("http://127.0.0.1:3000", description="Where the UI finds the service.")
-    history_dir: Path = Field(Path("history"), description="Folder of the UI's saved edits.")
+    segment_gpu: float | None = Field(
+        None,
+        gt=0,
+        description="GPUs for the segmentation service (0.5 = half of one, shared; default: one each on a machine "
+        "with two or more GPUs, half of the one GPU with one, none without).",
+    )
+    diffusion_gpu: float | None = Field(None, gt=0, description="GPUs for the diffusion service (see segment_gpu).")
+    segment_workers: int = Field(1, ge=1, description="Worker processes of the segmentation service (one model each).")
+    diffusion_workers: int = Field(1, ge=1, description="Worker processes of the diffusion service (one model each).")
 
     def stage_profile(self, stage: Literal["sam", "diffusion"]) -> Profile:
         """The profile asked for a stage (may still be `auto`)."""
         own = self.sam_profile if stage == "sam" else self.diffusion_profile
         return own or self.profile
+
+    def edit_defaults(self) -> dict[str, Any]:
+        """The defaults of the edit options that settings can change (`MOODSHIFT_DEFAULT_<NAME>`)."""
+        return {name: getattr(self, f"default_{name}") for name, option in EDIT_OPTIONS.items() if option.from_settings}
 
     @property
     def sam_checkpoint_path(self) -> Path:

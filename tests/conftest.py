@@ -1,4 +1,5 @@
-"""Shared fixtures: isolated settings (no stray MOODSHIFT_* or .env), photos from scikit-image."""
+"""Shared fixtures: isolated settings of the service and the studio (no stray MOODSHIFT_* or .env), photos from
+scikit-image."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import numpy as np
 import pytest
 
 from serving.settings import get_settings
+from ui.settings import get_settings as get_studio_settings
+
+GATEWAY_DEFAULT_STEPS = 2  # the `gateway` fixture's MOODSHIFT_DEFAULT_STEPS
 
 
 @pytest.fixture(autouse=True)
@@ -19,8 +23,10 @@ def isolated_settings(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("MOODSHIFT_HISTORY_DIR", str(tmp_path_factory.mktemp("history")))
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))  # no .env or checkpoints/ from the checkout leak in
     get_settings.cache_clear()
+    get_studio_settings.cache_clear()
     yield
     get_settings.cache_clear()
+    get_studio_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +43,27 @@ def coffee() -> np.ndarray:
     from skimage import data
 
     return data.coffee()
+
+
+@pytest.fixture(scope="session")
+def gateway():
+    """The real gateway as BentoML's ASGI app in this process, its stages as local instances (what
+    `bentoml.depends` gives outside `bentoml serve`): tiny models at 128², 2 default steps, the Ollama stand-in
+    (`gateway.ollama`). One per session: BentoML registers its metrics once per process."""
+    from starlette.testclient import TestClient
+
+    from serving.ollama_standin import FakeOllama
+
+    with pytest.MonkeyPatch.context() as patch, FakeOllama() as ollama:
+        patch.setenv("MOODSHIFT_PROFILE", "tiny")
+        patch.setenv("MOODSHIFT_WORKING_PIXELS", str(128 * 128))
+        patch.setenv("MOODSHIFT_OLLAMA_HOST", ollama.url)
+        patch.setenv("MOODSHIFT_OLLAMA_TIMEOUT_S", "5")
+        patch.setenv("MOODSHIFT_DEFAULT_STEPS", str(GATEWAY_DEFAULT_STEPS))
+        get_settings.cache_clear()
+        from serving.service import Moodshift
+
+        with TestClient(Moodshift.to_asgi(), raise_server_exceptions=False) as test_client:
+            test_client.ollama = ollama
+            yield test_client
+        get_settings.cache_clear()

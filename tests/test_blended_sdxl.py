@@ -1,4 +1,4 @@
-"""The blended SDXL runner on tiny SDXL (CPU): diffusers oracle, pixel-exact subject, sizes, batching, options."""
+"""The blended SDXL runner on tiny SDXL (CPU): diffusers oracle, pixel-exact subject, sizes, batching, cancel."""
 
 import threading
 
@@ -8,17 +8,21 @@ import torch
 from PIL import Image
 
 from serving.core.blending import dilate
+from serving.core.edit_options import check_edit_options
+from serving.core.errors import CancelledError
+from serving.core.masks import check_subject_mask
 from serving.core.sizing import resize_image
-from serving.models.blended_sdxl import (
-    BlendedSDXLRunner,
-    EditCancelled,
-    EditOptionsError,
-    EditRequest,
-    check_request,
-)
+from serving.models.blended_sdxl import BlendedSDXLRunner, DiffusionRequest
 from serving.models.sdxl_builders import build_tiny_sdxl
+from serving.settings import get_settings
 
 PROMPT = "a misty pine forest at dawn, soft light"
+
+
+def diffusion_request(image, subject_mask, prompt, *, composite=True, progress=None, cancel=None, **options):
+    """A runner request as the entrance makes one: options checked and filled in by the options table."""
+    options = check_edit_options(options)
+    return DiffusionRequest(image, subject_mask, prompt, options, composite=composite, progress=progress, cancel=cancel)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +59,7 @@ def test_matches_diffusers_inpaint_pipeline(tiny_pipe, astronaut, strength):
     subject[64:232, 104:208] = True
     runner = BlendedSDXLRunner(tiny_pipe, "cpu", torch.float32, working_pixels=width * height)
     result = runner.run(
-        EditRequest(
+        diffusion_request(
             image,
             subject,
             PROMPT,
@@ -101,7 +105,7 @@ def test_matches_diffusers_inpaint_pipeline(tiny_pipe, astronaut, strength):
 
 def test_subject_is_bit_identical_and_background_changes(runner, coffee):
     subject = _ellipse(*coffee.shape[:2])
-    result = runner.run(EditRequest(coffee, subject, PROMPT, seed=3, steps=3, feather=6))
+    result = runner.run(diffusion_request(coffee, subject, PROMPT, seed=3, steps=3, feather=6))
     [output] = result.images
     assert output.shape == coffee.shape and output.dtype == np.uint8
     assert np.array_equal(output[subject], coffee[subject])  # the whole subject, not only its eroded core
@@ -114,7 +118,7 @@ def test_progressive_shrinking_changes_the_edge_not_the_subject(runner, astronau
     subject = _ellipse(512, 512)
 
     def run(shrink_steps):
-        request = EditRequest(astronaut, subject, PROMPT, seed=8, steps=4, shrink_steps=shrink_steps)
+        request = diffusion_request(astronaut, subject, PROMPT, seed=8, steps=4, shrink_steps=shrink_steps)
         return runner.run(request).images[0]
 
     plain, shrunk = run(0), run(3)
@@ -126,7 +130,7 @@ def test_progressive_shrinking_changes_the_edge_not_the_subject(runner, astronau
 def test_output_has_the_input_size(runner, width, height):
     image = np.random.default_rng(width).integers(0, 256, (height, width, 3), dtype=np.uint8)
     subject = _ellipse(height, width)
-    result = runner.run(EditRequest(image, subject, PROMPT, seed=0, steps=1, feather=4))
+    result = runner.run(diffusion_request(image, subject, PROMPT, seed=0, steps=1, feather=4))
     [output] = result.images
     assert output.shape == (height, width, 3)
     assert np.array_equal(output[subject], image[subject])
@@ -135,7 +139,8 @@ def test_output_has_the_input_size(runner, width, height):
 
 def test_pil_input_and_integer_mask_work(runner, astronaut):
     mask = _ellipse(512, 512).astype(np.uint8) * 255
-    result = runner.run(EditRequest(Image.fromarray(astronaut), mask, PROMPT, seed=1, steps=1))
+    subject = check_subject_mask(mask, astronaut.shape)  # the entrance's reading of an 8-bit mask
+    result = runner.run(diffusion_request(Image.fromarray(astronaut), subject, PROMPT, seed=1, steps=1))
     assert np.array_equal(result.images[0][mask > 0], astronaut[mask > 0])
 
 
@@ -146,7 +151,7 @@ def test_same_seed_same_output_different_seed_different_output(runner, astronaut
     subject = _ellipse(512, 512)
 
     def run(seed):
-        return runner.run(EditRequest(astronaut, subject, PROMPT, seed=seed, steps=2)).images[0]
+        return runner.run(diffusion_request(astronaut, subject, PROMPT, seed=seed, steps=2)).images[0]
 
     first = run(5)
     assert np.array_equal(first, run(5))
@@ -155,18 +160,18 @@ def test_same_seed_same_output_different_seed_different_output(runner, astronaut
 
 def test_variants_use_consecutive_seeds_and_equal_single_runs(runner, astronaut):
     subject = _ellipse(512, 512)
-    result = runner.run(EditRequest(astronaut, subject, PROMPT, seed=20, variants=2, steps=2))
+    result = runner.run(diffusion_request(astronaut, subject, PROMPT, seed=20, variants=2, steps=2))
     assert result.seeds == [20, 21] and len(result.images) == 2
-    alone = runner.run(EditRequest(astronaut, subject, PROMPT, seeds=[21], steps=2))
+    alone = runner.run(diffusion_request(astronaut, subject, PROMPT, seed=21, steps=2))
     assert _max_pixel_gap(result.images[1], alone.images[0]) <= 1
     assert _max_pixel_gap(result.images[0], result.images[1]) > 10
 
 
 def test_random_seeds_are_reported_and_reproduce(runner, astronaut):
     subject = _ellipse(512, 512)
-    result = runner.run(EditRequest(astronaut, subject, PROMPT, variants=2, steps=1))
+    result = runner.run(diffusion_request(astronaut, subject, PROMPT, variants=2, steps=1))
     assert result.seeds[1] == result.seeds[0] + 1
-    again = runner.run(EditRequest(astronaut, subject, PROMPT, seeds=result.seeds, steps=1))
+    again = runner.run(diffusion_request(astronaut, subject, PROMPT, seed=result.seeds[0], variants=2, steps=1))
     assert all(np.array_equal(a, b) for a, b in zip(result.images, again.images, strict=True))
 
 
@@ -174,9 +179,11 @@ def test_batch_of_three_equals_single_runs(runner, astronaut, coffee):
     # Three different requests of one working size (512², 250² and 256² are all square).
     square_coffee = resize_image(coffee, (250, 250))
     requests = [
-        EditRequest(astronaut, _ellipse(512, 512), "a galaxy", seed=1, steps=3, guidance=6.0),
-        EditRequest(square_coffee, _ellipse(250, 250, 0.4, 0.5), PROMPT, seeds=[7, 9], steps=3, guidance=6.0),
-        EditRequest(
+        diffusion_request(astronaut, _ellipse(512, 512), "a galaxy", seed=1, steps=3, guidance=6.0),
+        diffusion_request(
+            square_coffee, _ellipse(250, 250, 0.4, 0.5), PROMPT, seed=7, variants=2, steps=3, guidance=6.0
+        ),
+        diffusion_request(
             astronaut[::2, ::2].copy(),
             _ellipse(256, 256, 0.6),
             "a beach",
@@ -196,18 +203,20 @@ def test_batch_of_three_equals_single_runs(runner, astronaut, coffee):
             assert _max_pixel_gap(a, b) <= 1
 
 
-def test_batch_keeps_order_across_working_sizes_and_reports_bad_requests(runner, astronaut):
+def test_batch_keeps_order_across_working_sizes_and_reports_cancelled_requests(runner, astronaut):
     tall = astronaut[:, :200].copy()  # 200×512: another working size than the square astronaut
+    cancel = threading.Event()
+    cancel.set()
     requests = [
-        EditRequest(tall, _ellipse(512, 200), PROMPT, seed=2, steps=1),
-        EditRequest(astronaut, _ellipse(512, 512), PROMPT, seed=2, steps=0),
-        EditRequest(astronaut, _ellipse(512, 512), PROMPT, seed=2, steps=1),
+        diffusion_request(tall, _ellipse(512, 200), PROMPT, seed=2, steps=1),
+        diffusion_request(astronaut, _ellipse(512, 512), PROMPT, seed=2, steps=2, cancel=cancel),
+        diffusion_request(astronaut, _ellipse(512, 512), PROMPT, seed=2, steps=1),
     ]
     results = runner.run_batch(requests, return_exceptions=True)
     assert results[0].images[0].shape == tall.shape and results[0].working_size == (64, 192)
-    assert isinstance(results[1], EditOptionsError) and "steps 0" in str(results[1])
+    assert isinstance(results[1], CancelledError)
     assert results[2].images[0].shape == astronaut.shape and results[2].working_size == (128, 128)
-    with pytest.raises(EditOptionsError, match="steps 0"):
+    with pytest.raises(CancelledError):
         runner.run_batch(requests)
 
 
@@ -216,12 +225,12 @@ def test_batch_keeps_order_across_working_sizes_and_reports_bad_requests(runner,
 
 def test_progress_reports_every_step(runner, astronaut):
     calls = []
-    request = EditRequest(
+    request = diffusion_request(
         astronaut, _ellipse(512, 512), PROMPT, seed=0, steps=4, strength=0.5, progress=lambda *a: calls.append(a)
     )
     runner.run(request)
     assert calls == [(1, 2), (2, 2)]
-    assert runner.total_steps(4, 0.5) == 2
+    assert request.options.denoising_steps == 2  # what a job announces as its total before it runs
 
 
 def test_cancel_stops_the_run(runner, astronaut):
@@ -231,8 +240,10 @@ def test_cancel_stops_the_run(runner, astronaut):
         calls.append(step)
         cancel.set()
 
-    request = EditRequest(astronaut, _ellipse(512, 512), PROMPT, seed=0, steps=5, progress=progress, cancel=cancel)
-    with pytest.raises(EditCancelled):
+    request = diffusion_request(
+        astronaut, _ellipse(512, 512), PROMPT, seed=0, steps=5, progress=progress, cancel=cancel
+    )
+    with pytest.raises(CancelledError):
         runner.run(request)
     assert calls == [1]  # no step ran after the cancel
 
@@ -240,61 +251,11 @@ def test_cancel_stops_the_run(runner, astronaut):
 def test_cancelling_one_request_of_a_batch_leaves_the_others_intact(runner, astronaut):
     cancel = threading.Event()
     cancel.set()
-    keep = EditRequest(astronaut, _ellipse(512, 512), PROMPT, seed=3, steps=2)
-    drop = EditRequest(astronaut, _ellipse(512, 512, 0.3), PROMPT, seed=4, steps=2, cancel=cancel)
+    keep = diffusion_request(astronaut, _ellipse(512, 512), PROMPT, seed=3, steps=2)
+    drop = diffusion_request(astronaut, _ellipse(512, 512, 0.3), PROMPT, seed=4, steps=2, cancel=cancel)
     kept, dropped = runner.run_batch([keep, drop], return_exceptions=True)
-    assert isinstance(dropped, EditCancelled)
+    assert isinstance(dropped, CancelledError)
     assert _max_pixel_gap(kept.images[0], runner.run(keep).images[0]) <= 1
-
-
-# --- invalid options --------------------------------------------------------------------------------------------
-
-IMAGE = np.zeros((48, 64, 3), dtype=np.uint8)
-SUBJECT = np.zeros((48, 64), dtype=bool)
-SUBJECT[10:30, 20:40] = True
-
-
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        ({"steps": 0}, "steps 0"),
-        ({"steps": 151}, "steps 151"),
-        ({"variants": 9}, "variants 9"),
-        ({"variants": 0}, "variants 0"),
-        ({"seeds": list(range(9))}, "9 entries"),
-        ({"seeds": [1, 2], "variants": 3}, "variants 3"),
-        ({"seeds": [1], "seed": 2}, "not both"),
-        ({"seed": -1}, "seed -1"),
-        ({"subject_mask": np.ones((10, 10), dtype=bool)}, "10×10 but the image is 64×48"),
-        ({"subject_mask": np.zeros((48, 64), dtype=bool)}, "empty"),
-        ({"subject_mask": np.ones((48, 64), dtype=bool)}, "no background"),
-        ({"guidance": float("nan")}, "guidance nan"),
-        ({"guidance": 31.0}, "guidance 31.0"),
-        ({"strength": 0.0}, "strength 0.0"),
-        ({"strength": 1.5}, "strength 1.5"),
-        ({"strength": 0.01, "steps": 10}, "leaves no denoising step"),
-        ({"feather": -1}, "feather -1"),
-        ({"shrink_steps": 11, "steps": 10}, "shrink_steps 11"),
-        ({"prompt": "  "}, "prompt"),
-        ({"image": np.zeros((48, 64), dtype=np.uint8)}, "HxWx3"),
-    ],
-)
-def test_invalid_options_are_clear_errors(options, message):
-    request = EditRequest(**({"image": IMAGE, "subject_mask": SUBJECT, "prompt": PROMPT} | options))
-    with pytest.raises(EditOptionsError, match=message):
-        check_request(request)
-    assert issubclass(EditOptionsError, ValueError)
-
-
-def test_runner_rejects_before_running(runner):
-    with pytest.raises(EditOptionsError, match="variants 9"):
-        runner.run(EditRequest(IMAGE, SUBJECT, PROMPT, variants=9))
-
-
-def test_defaults_fill_unset_options(runner):
-    checked = check_request(EditRequest(IMAGE, SUBJECT, PROMPT, seed=5, variants=3), runner.defaults)
-    assert checked.seeds == [5, 6, 7]
-    assert (checked.steps, checked.guidance, checked.feather) == (30, 7.0, 8)
 
 
 # --- precision --------------------------------------------------------------------------------------------------
@@ -315,5 +276,6 @@ def test_from_settings_builds_the_tiny_profile_with_the_settings_defaults(monkey
     built = BlendedSDXLRunner.from_settings()
     assert built.profile.profile == "tiny" and "tiny" in built.model_name
     assert built.working_size_for(800, 800) == (512, 512)  # the tiny UNet's native size
-    assert (built.defaults.steps, built.defaults.feather) == (12, 3)
+    defaults = get_settings().edit_defaults()  # what the entrance fills in for this runner's requests
+    assert (defaults["steps"], defaults["feather"]) == (12, 3)
     assert built.dtype == torch.float32 and built.device.type == "cpu"

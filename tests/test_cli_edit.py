@@ -55,6 +55,18 @@ def test_edit_with_a_mask_writes_one_file_per_variant(tiny_profile, photo, mask_
     assert not np.array_equal(first, second)
 
 
+def test_edit_with_a_keyword_writes_the_prompt_as_the_service_does(
+    tiny_profile, photo, mask_file, subject, coffee, tmp_path
+):
+    out = tmp_path / "keyword.png"
+    arguments = ["edit", str(photo), "--mask", str(mask_file), "--keyword", "galaxy", "--steps", "1", "-o", str(out)]
+    result = runner.invoke(app, [*arguments, "--keywords", "calm,warm"], env={"MOODSHIFT_OLLAMA_ENABLED": "false"})
+    assert result.exit_code == 0, result.output
+    assert "prompt (template): galaxy" in result.stdout and "calm" in result.stdout
+    edited = np.asarray(Image.open(out))
+    assert np.array_equal(edited[subject], coffee[subject])
+
+
 def test_edit_with_a_click_uses_the_segmenter_mask(tiny_profile, photo, coffee, tmp_path):
     from serving.models.sam import Segmenter
 
@@ -73,6 +85,7 @@ def test_edit_with_a_click_uses_the_segmenter_mask(tiny_profile, photo, coffee, 
     ("arguments", "message"),
     [
         (["--point", "1,2"], "not both"),
+        (["--keyword", "forest"], "either as --prompt TEXT or as --keyword WORD"),
         ([], "either as --mask"),
         (["--steps", "0"], "steps 0 must be an integer from 1 to 150"),
         (["--variants", "9"], "variants 9"),

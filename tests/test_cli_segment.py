@@ -62,7 +62,7 @@ def test_segment_with_a_box_on_an_exif_rotated_jpeg_has_the_displayed_size(tiny_
         (["--point", "10,20,2"], "point 0 has label 2"),
         (["--point", "10,20,0.5"], "point 0 has label 0.5"),
         (["--point", "nan,20"], "point 0 x is nan"),
-        ([], "no prompt: give at least one point or a box"),
+        ([], "no clicks: give at least one point or a box"),
         (["--box", "50,50,10,10"], r"box \[50, 50, 10, 10\] needs x0 < x1"),
         (["--box", "1,2,3"], "--box '1,2,3' is not X0,Y0,X1,Y1"),
     ],

@@ -15,7 +15,7 @@ from serving.core.images import (
     decode_base64,
     decode_base64_image,
     encode_png_base64,
-    image_id,
+    image_id_of,
     load_image,
     to_rgb_array,
 )
@@ -148,14 +148,14 @@ def test_truncated_files_are_refused(fmt, astronaut):
 def test_image_id_depends_on_pixels_and_shape_only(coffee):
     from_png = np.asarray(load_image(_save(Image.fromarray(coffee)), LIMIT))
     from_bmp = np.asarray(load_image(_save(Image.fromarray(coffee), "BMP"), LIMIT))
-    assert image_id(from_png) == image_id(from_bmp) == image_id(coffee)
-    assert len(image_id(coffee)) == 32 and int(image_id(coffee), 16) >= 0
+    assert image_id_of(from_png) == image_id_of(from_bmp) == image_id_of(coffee)
+    assert len(image_id_of(coffee)) == 32 and int(image_id_of(coffee), 16) >= 0
 
     changed = coffee.copy()
     changed[399, 599, 2] ^= 1
-    assert image_id(changed) != image_id(coffee)
+    assert image_id_of(changed) != image_id_of(coffee)
     flat = np.zeros((4, 6, 3), dtype=np.uint8)
-    assert image_id(flat) != image_id(flat.reshape(6, 4, 3))  # same bytes, other shape
+    assert image_id_of(flat) != image_id_of(flat.reshape(6, 4, 3))  # same bytes, other shape
 
 
 def test_base64_round_trip_with_and_without_data_url(coffee):

@@ -1,4 +1,4 @@
-"""Mask tools on hand-made masks: holes, islands, feathering, resizing and PNG round trips."""
+"""Mask tools on hand-made masks: holes, islands, feathering, the subject-mask check and PNG round trips."""
 
 import io
 
@@ -9,13 +9,11 @@ from PIL import Image
 from serving.core.images import ImageInputError
 from serving.core.masks import (
     clean_mask,
-    downsample_mask,
     feather,
     fill_holes,
     mask_from_png_bytes,
     mask_to_png_bytes,
     remove_islands,
-    resize_mask,
 )
 
 
@@ -100,33 +98,6 @@ def test_feather_edge_cases():
     assert np.array_equal(feather(mask, 3), np.zeros((5, 5), np.float32))
     mask[2, 2] = True
     assert np.array_equal(feather(mask, 0), mask.astype(np.float32))
-
-
-def test_resize_mask_is_nearest_and_keeps_the_aspect():
-    mask = np.zeros((2, 3), dtype=bool)
-    mask[0, 1] = True
-    big = resize_mask(mask, (6, 4))  # (width, height)
-    assert big.shape == (4, 6) and big.dtype == bool
-    expected = np.zeros((4, 6), dtype=bool)
-    expected[0:2, 2:4] = True
-    assert np.array_equal(big, expected)
-    assert np.array_equal(resize_mask(big, (3, 2)), mask)
-
-
-def test_downsample_all_keeps_only_fully_covered_cells():
-    mask = np.zeros((16, 20), dtype=bool)
-    mask[0:8, 0:12] = True  # cell (0,0) full, cell (0,1) half covered
-    assert np.array_equal(downsample_mask(mask, 8, "all"), [[True, False, False], [False, False, False]])
-    assert np.array_equal(downsample_mask(mask, 8, "any"), [[True, True, False], [False, False, False]])
-
-
-def test_downsample_judges_a_ragged_edge_on_the_pixels_it_has():
-    mask = np.ones((10, 10), dtype=bool)
-    assert downsample_mask(mask, 8, "all").all()  # 2×2 cells, the last ones only 2 px wide
-    mask[9, 9] = False
-    assert not downsample_mask(mask, 8, "all")[1, 1]
-    with pytest.raises(ValueError, match="factor"):
-        downsample_mask(mask, 0)
 
 
 def test_png_round_trip_white_is_subject(subject):

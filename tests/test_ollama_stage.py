@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 from serving.core.prompt_text import KeywordError
 from serving.models.clip_tokenizer import default_clip_tokenizer
 from serving.models.ollama_stage import PromptStage, has_model
+from serving.ollama_standin import DEFAULT_PROMPT_REPLY, FakeOllama, RawReply, start_fake_ollama
 from serving.settings import Settings
-from tests.fake_ollama import DEFAULT_PROMPT_REPLY, FakeOllama, RawReply, start_fake_ollama
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 1.0
@@ -329,7 +329,7 @@ def test_the_given_tokenizer_counts(fake):
     stage = PromptStage(Settings(ollama_host=fake.url, ollama_timeout_s=5), tokenizer=WordTokenizer())
     result = stage.write_prompt([], "word0")
     assert result.tokens == 77 and result.prompt == ", ".join(f"word{i}" for i in range(75))
-    stage.set_tokenizer(default_clip_tokenizer())
+    stage = PromptStage(Settings(ollama_host=fake.url, ollama_timeout_s=5))  # counts with the bundled CLIP vocab
     assert stage.write_prompt([], "word0").tokens < 77  # CLIP splits "word12" and the commas into more tokens
 
 
@@ -402,7 +402,7 @@ def test_start_fake_ollama_has_default_replies_usable_by_the_stage(astronaut):
 def test_fake_server_runs_as_a_module():
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_ollama", "--port", str(port), "--prompt-reply", "misty forest, fog"],
+        [sys.executable, "-m", "serving.ollama_standin", "--port", str(port), "--prompt-reply", "misty forest, fog"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,

@@ -12,6 +12,8 @@ from serving.models.sam_builders import build_sam, build_tiny_sam, load_sam_chec
 from serving.models.sdxl_builders import build_sdxl, build_tiny_sdxl, load_sdxl
 from serving.settings import Settings
 
+SAM_URL = Settings().sam_download_url
+
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
@@ -57,14 +59,14 @@ def test_tiny_sam_pth_loads_through_real_code(tmp_path):
     sam = build_tiny_sam(5)
     path = tmp_path / "sam_tiny.pth"
     torch.save(sam.state_dict(), path)
-    loaded = load_sam_checkpoint("tiny", path)
+    loaded = load_sam_checkpoint("tiny", path, SAM_URL)
     assert _same_weights(sam, loaded)
     assert not _same_weights(build_tiny_sam(0), loaded)
 
 
 def test_missing_sam_checkpoint_names_path_and_download(tmp_path):
     with pytest.raises(WeightsError) as info:
-        load_sam_checkpoint("vit_h", tmp_path / "sam_vit_h_4b8939.pth")
+        load_sam_checkpoint("vit_h", tmp_path / "sam_vit_h_4b8939.pth", SAM_URL)
     message = str(info.value)
     assert f"SAM checkpoint not found at {tmp_path / 'sam_vit_h_4b8939.pth'}" in message
     assert "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth" in message
@@ -74,7 +76,7 @@ def test_wrong_sam_file_gives_clear_message(tmp_path):
     bad = tmp_path / "sam_vit_b_01ec64.pth"
     bad.write_bytes(b"<html>not a checkpoint</html>")
     with pytest.raises(WeightsError, match=r"is not a usable SAM vit_b checkpoint"):
-        load_sam_checkpoint("vit_b", bad)
+        load_sam_checkpoint("vit_b", bad, SAM_URL)
 
 
 def test_missing_sdxl_names_path_and_repo(tmp_path):
@@ -89,7 +91,7 @@ def test_broken_sdxl_folder_gives_clear_message(tmp_path):
     folder = tmp_path / "sdxl-base"
     folder.mkdir()
     (folder / "model_index.json").write_text("{not json")
-    with pytest.raises(WeightsError, match="could not be loaded as SDXL"):
+    with pytest.raises(WeightsError, match=r"model_index.json is not a valid model_index.json\. Get stabilityai/"):
         load_sdxl(folder)
 
 
@@ -118,8 +120,11 @@ def test_auto_uses_real_sdxl_when_present(tiny_sdxl, tmp_path):
 
 
 def test_stage_profile_overrides_global():
-    assert resolve_profile("random-full", weights_present=False, weights_label="x").profile == "random-full"
-    assert resolve_profile("auto", weights_present=True, weights_label="x").profile == "real"
+    assert resolve_profile("random-full", weights_problem="missing", weights_label="x").profile == "random-full"
+    assert resolve_profile("auto", weights_problem=None, weights_label="x").profile == "real"
+    assert resolve_profile("auto", weights_problem="x is truncated", weights_label="x").reason.endswith(
+        "x is truncated"
+    )
     settings = Settings(profile="tiny", sam_profile="random-full", sam_model_type="vit_b")
     assert settings.stage_profile("sam") == "random-full" and settings.stage_profile("diffusion") == "tiny"
 

@@ -14,9 +14,10 @@ from PIL import Image
 from scipy import ndimage
 from segment_anything import SamPredictor
 
-from serving.core.images import image_id, load_image
+from serving.core.clicks import ClickError
+from serving.core.errors import InputError, NotCachedError
+from serving.core.images import image_id_of, load_image
 from serving.core.masks import clean_mask, fill_holes
-from serving.core.prompts import PromptError
 from serving.models.sam import Segmenter
 from serving.models.sam_builders import build_tiny_sam
 
@@ -119,8 +120,9 @@ def test_least_recently_used_embedding_is_evicted(tiny_sam, encoder_batches, cof
 def test_mask_has_the_image_size_for_non_square_and_odd_sizes(segmenter, encoder_batches, coffee, astronaut):
     tall, wide = astronaut[:301, 7:180].copy(), coffee[3:400, 1:600].copy()  # 173×301 and 599×397
     passes = len(encoder_batches)
-    results = segmenter.segment_batch([(tall, [(172.5, 300.9)], None), (wide, [(5, 5), (598, 396, 0)], None)])
+    segmenter.encode_batch([tall, wide])
     assert encoder_batches[passes:] == [2]  # both images in one encoder pass
+    results = [segmenter.segment(tall, [(172.5, 300.9)]), segmenter.segment(wide, [(5, 5), (598, 396, 0)])]
     assert results[0].mask.shape == (301, 173) and results[0].mask.dtype == bool
     assert results[1].mask.shape == (397, 599) and results[1].mask.dtype == bool
     box_only = segmenter.segment(tall, None, box=[0, 0, 173, 301])  # the full-image box, edges included
@@ -201,13 +203,13 @@ def test_one_more_point_reuses_the_previous_calls_logits(segmenter, decoder_io, 
 
 def test_a_call_whose_earlier_points_differ_gets_no_mask_input(segmenter, decoder_io, coffee):
     segmenter.segment(coffee, [CLICK, (120, 110, 0)])  # the earlier call; no test makes the variants below
-    for prompt, box in [
+    for clicks, box in [
         ([(451, 80), (120, 110, 0), (510, 310, 1)], None),  # first point moved by one pixel
         ([CLICK, (120, 110, 1), (510, 310, 1)], None),  # a label flipped
         ([(120, 110, 0), CLICK, (510, 310, 1)], None),  # same points, other order
         ([CLICK, (120, 110, 0), (510, 310, 1)], [0, 0, 600, 400]),  # a box the earlier call did not have
     ]:
-        result = segmenter.segment(coffee, prompt, box)
+        result = segmenter.segment(coffee, clicks, box)
         assert not result.used_mask_input
         assert decoder_io["mask_inputs"][-1] is None
     assert segmenter.segment(coffee, [CLICK, (120, 110, 0), (510, 310, 1)]).used_mask_input  # the control
@@ -255,14 +257,6 @@ def test_duplicate_images_in_a_batch_are_encoded_once(tiny_sam, encoder_batches,
     assert outcomes[0].image_id == outcomes[1].image_id
 
 
-def test_segment_batch_validates_every_prompt_before_encoding(segmenter, encoder_batches, astronaut):
-    passes = len(encoder_batches)
-    new_image = astronaut[:200, :200].copy()
-    with pytest.raises(PromptError, match=r"request 1: point 0 \(300, 5\) is outside the 200×200 image"):
-        segmenter.segment_batch([(new_image, [(5, 5)], None), (new_image, [(300, 5)], None)])
-    assert len(encoder_batches) == passes
-
-
 # --- concurrency and precision ---------------------------------------------------------------------
 
 
@@ -301,14 +295,14 @@ def test_bfloat16_autocast_path_runs_and_keeps_float32_features(tiny_sam, segmen
     assert half.segment(coffee, [CLICK]).mask.shape == (400, 600)
 
 
-# --- prompts ---------------------------------------------------------------------------------------
+# --- clicks ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("points", "box", "message"),
     [
-        (None, None, "no prompt: give at least one point or a box"),
-        ([], None, "no prompt"),
+        (None, None, "no clicks: give at least one point or a box"),
+        ([], None, "no clicks"),
         ([(600.5, 10)], None, r"point 0 \(600.5, 10\) is outside the 600×399 image"),
         ([(10, 10), (-1, 10)], None, r"point 1 \(-1, 10\) is outside"),
         ([(10, 10, 2)], None, "point 0 has label 2; a label is 1 .subject. or 0"),
@@ -325,11 +319,11 @@ def test_bfloat16_autocast_path_runs_and_keeps_float32_features(tiny_sam, segmen
         ([(1, 1)] * 65, None, "65 points given, at most 64"),
     ],
 )
-def test_bad_prompts_raise_prompt_errors_naming_the_value(segmenter, encoder_batches, coffee, points, box, message):
+def test_bad_clicks_raise_click_errors_naming_the_value(segmenter, encoder_batches, coffee, points, box, message):
     passes = len(encoder_batches)
-    with pytest.raises(PromptError, match=message) as caught:
+    with pytest.raises(ClickError, match=message) as caught:
         segmenter.segment(coffee[1:], points, box)  # a new image: an encode would show
-    assert isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, InputError) and isinstance(caught.value, ValueError)
     assert len(encoder_batches) == passes
 
 
@@ -350,23 +344,27 @@ def test_from_settings_reads_profile_cache_and_limits(monkeypatch, encoder_batch
     assert (built.cache_size, built.max_hole_area, built.max_island_area, built.max_points) == (3, 5, 7, 2)
     assert built.profile.profile == "tiny" and built.model_name.startswith("sam-tiny")
     assert built.device.type == "cpu" and built.dtype == torch.float32
-    with pytest.raises(PromptError, match="3 points given, at most 2"):
+    with pytest.raises(ClickError, match="3 points given, at most 2"):
         built.segment(np.zeros((8, 8, 3), np.uint8), [(1, 1), (2, 2), (3, 3)])
 
 
-def test_points_as_dicts_tuples_or_numpy_rows_mean_the_same_prompt():
-    from serving.core.prompts import Point, validate_prompt
+def test_points_as_models_dicts_tuples_or_numpy_rows_mean_the_same_clicks():
+    from serving.core.clicks import Point, validate_clicks
 
-    expected = validate_prompt([Point(10.0, 20.0, 1), Point(30.5, 40.0, 0)], (1, 2, 50, 60), (64, 64), 8)
+    expected = validate_clicks(
+        [Point(x=10.0, y=20.0, label=1), Point(x=30.5, y=40.0, label=0)], (1, 2, 50, 60), (64, 64), 8
+    )
     as_dicts = [{"x": 10, "y": 20}, {"x": 30.5, "y": 40, "label": 0}]
-    assert validate_prompt(as_dicts, [1, 2, 50, 60], (64, 64), 8) == expected
-    assert validate_prompt(np.array([[10, 20, 1], [30.5, 40, 0]]), np.array([1, 2, 50, 60]), (64, 64), 8) == expected
-    assert expected.without_last_point().points == (Point(10.0, 20.0, 1),)
+    assert validate_clicks(as_dicts, [1, 2, 50, 60], (64, 64), 8) == expected
+    assert validate_clicks([(10, 20), (30.5, 40, 0)], (1, 2, 50, 60), (64, 64), 8) == expected
+    assert validate_clicks(np.array([[10, 20, 1], [30.5, 40, 0]]), np.array([1, 2, 50, 60]), (64, 64), 8) == expected
+    assert expected.without_last_point().points == (Point(x=10.0, y=20.0, label=1),)
 
 
 def test_a_cached_image_is_segmented_by_id_alone(segmenter, encoder_batches, coffee):
     photo = coffee[::-1, ::-1].copy()  # pixels no other test uses
-    assert segmenter.segment_cached(image_id(photo), [CLICK]) is None, "not cached yet: the caller must send pixels"
+    with pytest.raises(NotCachedError, match="not cached"):  # not cached yet: the caller must send pixels
+        segmenter.segment_cached(image_id_of(photo), [CLICK])
     first = segmenter.segment(photo, [CLICK])
     passes = len(encoder_batches)
     by_id = segmenter.segment_cached(first.image_id, [CLICK, (150, 300, 0)])
@@ -374,5 +372,5 @@ def test_a_cached_image_is_segmented_by_id_alone(segmenter, encoder_batches, cof
     assert len(encoder_batches) == passes, "no encoder pass for a click by id"
     assert by_id.cached and by_id.used_mask_input and by_id.mask.shape == (400, 600)
     np.testing.assert_array_equal(by_id.mask, by_pixels.mask)
-    with pytest.raises(PromptError, match="outside the 600×400 image"):
+    with pytest.raises(ClickError, match="outside the 600×400 image"):
         segmenter.segment_cached(first.image_id, [(700, 10)])

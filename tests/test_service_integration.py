@@ -16,9 +16,9 @@ import pytest
 import requests
 from PIL import Image
 
-from serving.bench.server_process import running_service
 from serving.core.images import encode_png_base64
-from tests.fake_ollama import FakeOllama
+from serving.ollama_standin import FakeOllama
+from serving.processes import running_service
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

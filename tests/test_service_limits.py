@@ -11,10 +11,13 @@ import pytest
 from bentoml.exceptions import BentoMLException, ServiceUnavailable
 from pydantic import ValidationError
 
-from serving import pipeline as pipeline_module
+from serving.core import prompt_text
+from serving.core.edit_options import MAX_TEXT_CHARS
+from serving.core.errors import InputError
+from serving.http_errors import error_response
 from serving.models.ollama_stage import PromptStage
-from serving.pipeline import MAX_PROMPT_CHARS, EditInputError, Pipeline
-from serving.service import DiffusionService, Point, SegmentationService, error_response
+from serving.pipeline import Pipeline
+from serving.service import DiffusionService, Point, SegmentationService
 from serving.settings import get_settings
 
 STAGE_500 = '{"error":"An unexpected error has occurred, please check the server log."}'
@@ -32,7 +35,8 @@ def test_a_stage_failure_is_a_short_500_without_nested_json():
     response = error_response(BentoMLException(STAGE_500, error_code=HTTPStatus.INTERNAL_SERVER_ERROR))
     assert response.status_code == 500
     assert response.body == (
-        b'{"error":"internal error: BentoMLException: An unexpected error has occurred, please check the server log."}'
+        b'{"error":"internal error: a stage service failed: An unexpected error has occurred, please check the '
+        b'server log."}'
     )
     assert error_response(RuntimeError("[not, an, object]")).body == (
         b'{"error":"internal error: RuntimeError: [not, an, object]"}'
@@ -58,23 +62,31 @@ def pipeline(monkeypatch):
     """A pipeline without model stages (prepare_edit checks requests before any model runs), recording every
     text it cleans."""
     cleaned: list[int] = []
-    real = pipeline_module.strip_unprintable
-    monkeypatch.setattr(pipeline_module, "strip_unprintable", lambda text: cleaned.append(len(text)) or real(text))
+    real = prompt_text.strip_unprintable
+    monkeypatch.setattr(prompt_text, "strip_unprintable", lambda text: cleaned.append(len(text)) or real(text))
     settings = get_settings()
     stage = Pipeline(None, None, PromptStage(settings), settings)
     stage.cleaned = cleaned
     return stage
 
 
-@pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
-def test_a_megabyte_prompt_is_refused_before_it_is_cleaned_or_tokenized(pipeline, field):
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("prompt", f"prompt has 1050000 characters; at most {MAX_TEXT_CHARS}"),
+        ("negative_prompt", f"negative_prompt has 1050000 characters; at most {MAX_TEXT_CHARS}"),
+    ],
+)
+def test_a_megabyte_prompt_is_refused_before_it_is_cleaned_or_tokenized(pipeline, field, message):
     image = np.zeros((8, 8, 3), dtype=np.uint8)
     mask = np.zeros((8, 8), dtype=bool)
     mask[2:6, 2:6] = True
-    texts = {"prompt": "calm forest", field: "misty, " * 150_000}
-    name = field.replace("_", " ")
-    with pytest.raises(EditInputError, match=f"{name} has 1050000 characters; at most {MAX_PROMPT_CHARS}"):
-        pipeline.prepare_edit(image, subject_mask=mask, **texts)
+    huge = "misty, " * 150_000
+    request = {"prompt": huge} if field == "prompt" else {"prompt": "calm forest", "options": {field: huge}}
+    with pytest.raises(InputError, match=message):
+        pipeline.prepare_edit(image, subject_mask=mask, **request)
     assert pipeline.cleaned == []
-    prepared = pipeline.prepare_edit(image, subject_mask=mask, prompt="calm\x00forest", negative_prompt="x" * 2000)
-    assert prepared.prompt == "calm forest" and prepared.options["negative_prompt"] == "x" * 2000
+    prepared = pipeline.prepare_edit(
+        image, subject_mask=mask, prompt="calm\x00forest", options={"negative_prompt": "x" * 2000}
+    )
+    assert prepared.prompt == "calm forest" and prepared.options.negative_prompt == "x" * 2000

@@ -1,4 +1,4 @@
-"""`python -m serving weights`: honest listing, downloads that fail fast and clearly, nothing half-written."""
+"""`python -m serving weights`: an honest report, downloads that fail fast and clearly, nothing half-written."""
 
 import http.server
 import threading
@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from serving.cli import app
 from serving.models.errors import WeightsError
-from serving.models.weights import download_file, list_weights
+from serving.models.weights import Download, download_file, missing_downloads, report_weights, run_download
 from serving.settings import Settings
 
 
@@ -33,22 +33,49 @@ def _closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def test_listing_reports_present_and_missing_with_sizes(tmp_path):
-    (tmp_path / "sam_vit_b_01ec64.pth").write_bytes(b"x" * 1234)
-    entries = {e.name: e for e in list_weights(Settings(checkpoints_dir=tmp_path, sam_model_type="vit_b"))}
-    assert entries["SAM vit_b"].present and entries["SAM vit_b"].size_bytes == 1234 and entries["SAM vit_b"].selected
-    assert not entries["SAM vit_h"].present and not entries["SAM vit_h"].selected
-    assert not entries["SDXL base 1.0"].present
-    assert entries["SDXL base 1.0"].path == tmp_path / "sdxl-base"
+def test_report_says_what_runs_and_why_when_nothing_is_there(tmp_path):
+    segment, diffusion = report_weights(Settings(checkpoints_dir=tmp_path), check_sha256=False)
+    assert segment.stage == "segment" and segment.profile.profile == "tiny" and not segment.broken
+    facts = dict(segment.facts)
+    assert f"SAM checkpoint not found at {tmp_path / 'sam_vit_h_4b8939.pth'}" in facts["weights"]
+    assert "profile tiny" in facts["runs"] and "cpu, float32" in facts["runs"]
+    assert "sam_vit_b_01ec64.pth (missing)" in facts["others"]
+    facts = dict(diffusion.facts)
+    assert f"SDXL model not found at {tmp_path / 'sdxl-base'}" in facts["weights"]
+    assert "offload none (runs on cpu" in facts["runs"]
 
 
-def test_cli_lists_weights(tmp_path, monkeypatch):
+def test_cli_reports_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("MOODSHIFT_CHECKPOINTS_DIR", str(tmp_path))
     result = CliRunner().invoke(app, ["weights"])
     assert result.exit_code == 0, result.output
-    assert "SAM vit_h      missing" in result.output
-    assert f"*{tmp_path / 'sam_vit_h_4b8939.pth'}" in result.output
+    assert result.output.startswith("segment\n  weights  SAM checkpoint not found at")
+    assert "\ndiffusion\n  weights  SDXL model not found at" in result.output
     assert "tiny demo models" in result.output
+
+
+def test_missing_downloads_are_what_the_loaders_need(tmp_path):
+    downloads = {d.name: d for d in missing_downloads(Settings(checkpoints_dir=tmp_path, sam_model_type="vit_b"))}
+    sam = downloads["SAM vit_b"]
+    assert sam.source.endswith("/sam_vit_b_01ec64.pth") and sam.destination == tmp_path / "sam_vit_b_01ec64.pth"
+    assert sam.sha256_prefix == "01ec64"
+    sdxl = downloads["SDXL base 1.0"]
+    assert (
+        sdxl.destination == tmp_path / "sdxl-base" and "unet/diffusion_pytorch_model.fp16.safetensors" in sdxl.patterns
+    )
+    assert downloads["SDXL VAE fp16-fix"].destination == tmp_path / "sdxl-vae-fp16-fix"
+    # A repo id goes to the Hugging Face cache, as `from_pretrained` would put it.
+    repo = missing_downloads(Settings(checkpoints_dir=tmp_path, sdxl_model="stabilityai/stable-diffusion-xl-base-1.0"))
+    assert [d.destination for d in repo if d.name.startswith("SDXL stabilityai")] == [None]
+
+
+def test_sam_download_that_is_not_the_official_file_is_refused(file_server, tmp_path):
+    root, url = file_server
+    (root / "sam_vit_b_01ec64.pth").write_bytes(b"not the official file")
+    download = Download("SAM vit_b", f"{url}/sam_vit_b_01ec64.pth", tmp_path / "sam.pth", sha256_prefix="01ec64")
+    with pytest.raises(WeightsError, match=r"did not give the official file .*01ec64"):
+        run_download(download)
+    assert not (tmp_path / "sam.pth").exists()
 
 
 def test_download_writes_through_part_file(file_server, tmp_path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -99,9 +99,10 @@ class JobStatus:
 
 @dataclass(frozen=True)
 class EditJob:
+    """`/edit_submit`'s answer: the job to poll and the denoising steps it will make."""
+
     job_id: str
     total_steps: int
-    submitted_at: float = field(default_factory=time.time)
 
 
 def encode_image(data: bytes) -> str:
@@ -124,7 +125,7 @@ class ServiceClient:
         self.session = session or requests.Session()
 
     def info(self) -> dict[str, Any]:
-        """GET /info: stages, profiles, device, `demo_models` and `notice`."""
+        """GET /info: stages, profiles, device, `demo_models`, `notice`, the edit `options` table and `limits`."""
         return self._call("GET", "/info", None, INFO_TIMEOUT_S)
 
     def ready(self) -> bool:

@@ -1,102 +1,119 @@
-"""The sidebar: service URL and status, and the generation settings (seed, steps, guidance, variants...)."""
+"""The sidebar: service URL and status, and the generation settings, one control per row of the service's edit
+options table (its defaults and bounds; an option the studio does not know gets a generic control)."""
 
 from __future__ import annotations
 
-import secrets
-import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
 
-from ui.client import ServiceError, get_client
+from ui.client import ServiceError
+from ui.edit_options import EditOption, request_fields
+from ui.service_info import forget_info
 
-INFO_REFRESH_S = 30.0
-MAX_SEED = 2**31 - 1
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    """What the sidebar asks of an edit; `seed` None means a fresh random seed per generation."""
-
-    seed: int | None
-    steps: int
-    guidance: float
-    variants: int
-    feather: int
-    negative_prompt: str
-    strength: float
-
-    def request_fields(self) -> dict[str, Any]:
-        """The /edit body fields; a random seed is drawn here so the request (and history) records it."""
-        return {
-            "seed": self.seed if self.seed is not None else secrets.randbelow(MAX_SEED),
-            "steps": self.steps,
-            "guidance": self.guidance,
-            "variants": self.variants,
-            "feather": self.feather,
-            "strength": self.strength,
-            "negative_prompt": self.negative_prompt,
-        }
+# The studio's own words for the options it knows; any other option shows its name and the service's help.
+LABELS = {
+    "seed": "Seed",
+    "steps": "Steps",
+    "guidance": "Guidance",
+    "variants": "Variants",
+    "feather": "Feather (px)",
+    "strength": "Strength",
+    "shrink_steps": "Shrink steps",
+    "negative_prompt": "Negative prompt",
+}
+HELP = {
+    "guidance": "How strictly the image follows the prompt.",
+    "variants": "Images per generation, each with its own seed.",
+    "feather": "Softness of the seam around the kept subject.",
+    "strength": "1 = new background from noise.",
+}
+# Shown at once; every other option (and any the service adds later) goes in the "Advanced" expander.
+MAIN_OPTIONS = ("seed", "steps", "guidance", "variants", "feather")
+TEXT_AREA_HEIGHT = 80
 
 
-def current_params() -> GenerationParams:
-    """The generation settings from the session (the sidebar's widgets write them)."""
+def edit_request_fields() -> dict[str, Any]:
+    """The edit body's options from the sidebar's settings; a random seed is drawn here (see `request_fields`)."""
     state = st.session_state
-    return GenerationParams(
-        seed=None if state.random_seed else int(state.seed),
-        steps=int(state.steps),
-        guidance=float(state.guidance),
-        variants=int(state.variants),
-        feather=int(state.feather),
-        negative_prompt=str(state.negative_prompt),
-        strength=float(state.strength),
-    )
+    return request_fields(state.edit_options, state, bool(state.get("random_seed", True)))
 
 
-def service_info(force: bool = False) -> tuple[dict[str, Any] | None, ServiceError | None]:
-    """GET /info, remembered for a while per URL so every rerun does not ask again."""
-    url = st.session_state.service_url
-    cached = st.session_state.get("_info")
-    if not force and cached and cached["url"] == url and time.time() - cached["at"] < INFO_REFRESH_S:
-        return cached["info"], cached["error"]
-    info, error = None, None
-    try:
-        info = get_client(url).info()
-    except ServiceError as exc:
-        error = exc
-    st.session_state["_info"] = {"url": url, "at": time.time(), "info": info, "error": error}
-    return info, error
-
-
-def _recheck() -> None:
-    st.session_state.pop("_info", None)
-
-
-def render_sidebar() -> dict[str, Any] | None:
-    """Draw the sidebar; returns the service's /info (None when it is unreachable)."""
+def render_sidebar(info: dict[str, Any] | None, error: ServiceError | None) -> None:
+    """Draw the sidebar for the service's /info answer (`info`), or its `error` when it is unreachable."""
     with st.sidebar:
         st.markdown("### :material/tune: Settings")
-        st.text_input("Service URL", key="service_url", on_change=_recheck, help="Where the Moodshift service runs.")
-        info, error = service_info()
+        st.text_input("Service URL", key="service_url", on_change=forget_info, help="Where the Moodshift service runs.")
         if error is not None:
             st.error(f"Service unreachable: {error.message}.\n\nURL tried: `{error.url}`", icon=":material/cloud_off:")
-            st.button("Check again", on_click=_recheck, icon=":material/refresh:")
-        elif info is not None:
-            st.caption(f":green[●] Connected · {_describe(info)}")
-
+            st.button("Check again", on_click=forget_info, icon=":material/refresh:")
+        if info is None:  # the controls' defaults and bounds are the service's: none to draw without it
+            return
+        st.caption(f":green[●] Connected · {_describe(info)}")
+        options: list[EditOption] = st.session_state.edit_options
+        if not options:  # a service without an options table: it uses its own defaults
+            return
         st.markdown("#### Generation")
-        st.toggle("Random seed", key="random_seed", help="A new seed every time; the one used is saved in history.")
-        random_seed = st.session_state.random_seed
-        st.number_input("Seed", min_value=0, max_value=MAX_SEED, step=1, key="seed", disabled=random_seed)
-        st.slider("Steps", 1, 100, key="steps", help="Denoising steps: more is slower and finer.")
-        st.slider("Guidance", 0.0, 20.0, step=0.5, key="guidance", help="How strictly the image follows the prompt.")
-        st.slider("Variants", 1, 4, key="variants", help="Images per generation, each with its own seed.")
-        st.slider("Feather (px)", 0, 64, key="feather", help="Softness of the seam around the kept subject.")
-        with st.expander("Advanced"):
-            st.text_area("Negative prompt", key="negative_prompt", height=80)
-            st.slider("Strength", 0.1, 1.0, step=0.05, key="strength", help="1 = new background from noise.")
-    return info
+        for option in options:
+            if option.name in MAIN_OPTIONS:
+                _draw(option)
+        advanced = [option for option in options if option.name not in MAIN_OPTIONS]
+        if advanced:
+            with st.expander("Advanced"):
+                for option in advanced:
+                    _draw(option)
+
+
+def _draw(option: EditOption) -> None:
+    label = LABELS.get(option.name, option.name.replace("_", " ").capitalize())
+    help_text = HELP.get(option.name, option.help) or None
+    if option.name == "seed":
+        _seed_control(option, label)
+    else:
+        CONTROLS[option.type](option, label, help_text)
+
+
+def _seed_control(option: EditOption, label: str) -> None:
+    st.toggle("Random seed", key="random_seed", help="A new seed every time; the one used is saved in history.")
+    disabled = st.session_state.random_seed
+    st.number_input(label, min_value=option.low, max_value=option.high, step=1, key="seed", disabled=disabled)
+
+
+def _integer_control(option: EditOption, label: str, help_text: str | None) -> None:
+    if option.slides:
+        st.slider(label, option.low, option.high, step=1, key=option.name, help=help_text)
+    else:
+        st.number_input(label, min_value=option.low, max_value=option.high, step=1, key=option.name, help=help_text)
+
+
+def _number_control(option: EditOption, label: str, help_text: str | None) -> None:
+    if option.slides:
+        st.slider(label, option.low, option.high, step=option.step, key=option.name, help=help_text)
+    else:
+        st.number_input(
+            label, min_value=option.low, max_value=option.high, step=option.step, key=option.name, help=help_text
+        )
+
+
+def _text_control(option: EditOption, label: str, help_text: str | None) -> None:
+    if option.choices:
+        st.radio(label, option.choices, key=option.name, help=help_text, horizontal=True)
+        return
+    max_chars = int(option.maximum) if option.maximum is not None else None
+    st.text_area(label, key=option.name, height=TEXT_AREA_HEIGHT, max_chars=max_chars, help=help_text)
+
+
+def _boolean_control(option: EditOption, label: str, help_text: str | None) -> None:
+    st.toggle(label, key=option.name, help=help_text)
+
+
+CONTROLS: dict[str, Callable[[EditOption, str, str | None], None]] = {
+    "integer": _integer_control,
+    "number": _number_control,
+    "string": _text_control,
+    "boolean": _boolean_control,
+}
 
 
 def _describe(info: dict[str, Any]) -> str:

@@ -1,32 +1,32 @@
-"""The studio's session state: every default set once, here, and page widgets kept across page switches."""
+"""The studio's session state: every default set once, here, and widgets kept across page switches.
+
+The generation settings follow the service's edit options table (`GET /info`): they start at its defaults the first
+time it answers, and stay inside its bounds when it changes.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import streamlit as st
 
-from serving.settings import get_settings
+from ui.edit_options import EditOption
+from ui.settings import get_settings
 
-# Widgets drawn only on one page. Streamlit forgets a widget's value in a run that does not draw it (while the
-# History page is shown, say); assigning the value back marks it as the user's and keeps it.
+# Widgets not drawn in every run: the page widgets (only on their page) and the seed toggle (only while the service
+# answers). Streamlit forgets a widget's value in a run that does not draw it; assigning the value back marks it as
+# the user's and keeps it.
 PAGE_WIDGET_KEYS = ("point_label", "keywords_text", "user_word", "prompt_text", "compare_at", "variant_choice")
+KEPT_WIDGET_KEYS = (*PAGE_WIDGET_KEYS, "random_seed")
 
 
 def defaults() -> dict[str, Any]:
-    """Initial session values: the sidebar's generation settings come from the service settings."""
-    settings = get_settings()
+    """Initial session values of everything but the generation settings (see `option_defaults`)."""
     return {
         # sidebar
-        "service_url": settings.service_url,
-        "random_seed": True,
-        "seed": 0,
-        "steps": settings.default_steps,
-        "guidance": settings.default_guidance,
-        "variants": 1,
-        "feather": settings.default_feather,
-        "negative_prompt": settings.default_negative_prompt,
-        "strength": 1.0,
+        "service_url": get_settings().service_url,
+        "edit_options": [],  # list[ui.edit_options.EditOption]: the service's table, as last seen
         # photo and points
         "source": None,  # ui.upload.SourceImage
         "upload_error": None,
@@ -61,10 +61,33 @@ def defaults() -> dict[str, Any]:
     }
 
 
-def init_state() -> None:
-    """Fill in missing defaults and keep page widgets' values; call once at the top of every run."""
-    for key, value in defaults().items():
-        if key not in st.session_state:
-            st.session_state[key] = value
-    for key in PAGE_WIDGET_KEYS:
-        st.session_state[key] = st.session_state[key]
+def option_defaults(options: Sequence[EditOption]) -> dict[str, Any]:
+    """Initial values of the generation settings: each option's default; a seed of None means "Random seed" on."""
+    values = {option.name: option.initial for option in options}
+    seed = next((option for option in options if option.name == "seed"), None)
+    if seed is not None:
+        values["random_seed"] = seed.default is None
+    return values
+
+
+def init_state(options: Sequence[EditOption] | None = None) -> None:
+    """Fill in missing defaults, keep widgets' values, and keep the generation settings inside the service's bounds.
+
+    Call it at the top of every run, and again with `options` (the service's table) once /info has answered; None
+    means not known in this run, and the last table seen still holds.
+    """
+    state = st.session_state
+    studio_defaults = defaults()
+    if options is not None:
+        # An option named like one of the studio's own keys would overwrite that state: it is not drawn.
+        reserved = {*studio_defaults, *KEPT_WIDGET_KEYS}
+        state["edit_options"] = [option for option in options if option.name not in reserved]
+    table = state.get("edit_options", [])
+    for key, value in {**studio_defaults, **option_defaults(table)}.items():
+        if key not in state:
+            state[key] = value
+    for option in table:  # the bounds may have changed since the value was set: a widget out of bounds crashes
+        state[option.name] = option.clamp(state[option.name])
+    for key in KEPT_WIDGET_KEYS:
+        if key in state:
+            state[key] = state[key]

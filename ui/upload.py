@@ -10,7 +10,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from numbers import Real
+from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -21,6 +25,30 @@ _EXIF_ORIENTATION = 0x0112
 
 class UploadError(ValueError):
     """The uploaded file cannot be used; the message says why and what is accepted."""
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """The largest photo accepted: `max_mb` of file and `max_pixels` (W×H)."""
+
+    max_mb: float
+    max_pixels: int
+
+    @classmethod
+    def from_info(cls, info: Mapping[str, Any] | None, fallback: UploadLimits) -> UploadLimits:
+        """The `limits` of the service's /info answer; `fallback` (the studio's settings) for any it does not give."""
+        limits = (info or {}).get("limits")
+        if not isinstance(limits, Mapping):
+            return fallback
+        max_mb, max_pixels = limits.get("max_upload_mb"), limits.get("max_image_pixels")
+        return cls(
+            float(max_mb) if _positive(max_mb) else fallback.max_mb,
+            int(max_pixels) if _positive(max_pixels) else fallback.max_pixels,
+        )
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 @dataclass(frozen=True)

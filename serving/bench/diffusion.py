@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -128,22 +128,26 @@ def run_diffusion_bench(
     repeats: int = 1,
     seam_seeds: int = 0,
     shrink_steps: int = 3,
+    defaults: Mapping[str, Any] | None = None,
 ) -> DiffusionBenchResult:
     """Time a runner edit vs an inpaint-pipeline call and `batch` single runs vs one batch (best of `repeats`:
     on a shared CPU the minimum is the least disturbed estimate, as `timeit` advises),
-    and optionally score the seam with shrinking off vs `shrink_steps` over `seam_seeds` seeds. Warm-up first."""
+    and optionally score the seam with shrinking off vs `shrink_steps` over `seam_seeds` seeds. Warm-up first.
+    `defaults`: the edit options' defaults (the settings'), for both the runner and the pipeline."""
     import torch
     from diffusers import StableDiffusionXLInpaintPipeline
 
-    from serving.models.blended_sdxl import EditRequest
+    from serving.core.edit_options import check_edit_options
+    from serving.models.blended_sdxl import DiffusionRequest
 
     device = runner.device
     size = runner.working_size_for(1, 1)  # square, about the runner's working pixels
     image, subject = bench_image(0, size), subject_ellipse(size)
+    base = check_edit_options({}, defaults)
 
-    def request(index: int = 0, **options: Any) -> EditRequest:
-        options = {"seed": index, "steps": steps, "shrink_steps": 0} | options
-        return EditRequest(image, subject, PROMPTS[index % len(PROMPTS)], **options)
+    def request(index: int = 0, **options: Any) -> DiffusionRequest:
+        options = check_edit_options({"seed": index, "steps": steps, "shrink_steps": 0} | options, defaults)
+        return DiffusionRequest(image, subject, PROMPTS[index % len(PROMPTS)], options)
 
     inpaint = StableDiffusionXLInpaintPipeline(**runner.pipe.components)
     inpaint.set_progress_bar_config(disable=True)
@@ -159,8 +163,8 @@ def run_diffusion_bench(
                 height=size[1],
                 strength=1.0,
                 num_inference_steps=call_steps,
-                guidance_scale=runner.defaults.guidance,
-                negative_prompt=runner.defaults.negative_prompt,
+                guidance_scale=base.guidance,
+                negative_prompt=base.negative_prompt,
                 generator=torch.Generator("cpu").manual_seed(0),
             )
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from serving.core.prompts import Point
+from serving.core.clicks import Point
 
 if TYPE_CHECKING:
     from serving.models.sam import Segmenter
@@ -80,9 +80,9 @@ def click_sequence(count: int, size: tuple[int, int], seed: int = 0) -> list[Poi
     """`count` clicks: the first on the centre (subject), then a seeded mix of positive and negative clicks."""
     width, height = size
     rng = np.random.default_rng(seed)
-    clicks = [Point(width / 2, height / 2, 1)]
+    clicks = [Point(x=width / 2, y=height / 2, label=1)]
     for _ in range(count - 1):
-        clicks.append(Point(rng.uniform(0, width), rng.uniform(0, height), int(rng.random() < 0.6)))
+        clicks.append(Point(x=rng.uniform(0, width), y=rng.uniform(0, height), label=int(rng.random() < 0.6)))
     return clicks
 
 

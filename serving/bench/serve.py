@@ -151,7 +151,7 @@ def in_process_repeat_click_ms(size: tuple[int, int], repeats: int, settings) ->
     from serving.core.images import decode_base64_image, to_rgb_array
     from serving.pipeline import Pipeline
 
-    pipeline = Pipeline.in_process(settings, diffusion=False)
+    pipeline = Pipeline.in_process(settings)  # only the segmentation stage is used, so only SAM loads
     photo = synthetic_photos(1, size, seed=99)[0]
     click = [{"x": size[0] / 2, "y": size[1] / 2, "label": 1}]
     first = pipeline.segment(to_rgb_array(decode_base64_image(photo, settings.max_image_pixels)), click, None)
@@ -162,7 +162,7 @@ def in_process_repeat_click_ms(size: tuple[int, int], repeats: int, settings) ->
         pipeline.segment(rgb, click, None)
         latencies["segment, repeat click"].append((time.perf_counter() - began) * 1000)
         began = time.perf_counter()
-        pipeline.segment_by_id(first["image_id"], click, None)
+        pipeline.segment_by_id(first.image_id, click, None)
         latencies["segment, click by id"].append((time.perf_counter() - began) * 1000)
     return latencies
 

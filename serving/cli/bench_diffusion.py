@@ -7,6 +7,9 @@ from typing import Annotated, Literal
 import typer
 
 from serving.cli.app import bench_app, fail
+from serving.core.edit_options import EDIT_OPTIONS
+
+MAX_STEPS = int(EDIT_OPTIONS["steps"].maximum)
 
 
 @bench_app.command("diffusion")
@@ -16,7 +19,7 @@ def bench_diffusion(
         typer.Option(help="tiny (fast, small), random-full (SDXL base size, random weights), real (checkpoints)."),
     ] = "tiny",
     size: Annotated[int, typer.Option(min=64, help="Side of the square working size, pixels (multiple of 64).")] = 1024,
-    steps: Annotated[int, typer.Option(min=2, max=150, help="Denoising steps per run.")] = 30,
+    steps: Annotated[int, typer.Option(min=2, max=MAX_STEPS, help="Denoising steps per run.")] = 30,
     batch: Annotated[int, typer.Option(min=1, max=8, help="Requests in the batch compared with single runs.")] = 4,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repeats of each measurement (best is kept).")] = 1,
     seam_seeds: Annotated[
@@ -47,7 +50,13 @@ def bench_diffusion(
         fail(str(exc))
     typer.echo(f"benchmarking {runner.model_name} on {runner.device} ...", err=True)
     result = run_diffusion_bench(
-        runner, steps=steps, batch=batch, repeats=repeats, seam_seeds=seam_seeds, shrink_steps=shrink_steps
+        runner,
+        steps=steps,
+        batch=batch,
+        repeats=repeats,
+        seam_seeds=seam_seeds,
+        shrink_steps=shrink_steps,
+        defaults=settings.edit_defaults(),
     )
     typer.echo(format_table(result))
     if json_path is not None:

@@ -28,6 +28,14 @@ def bench_serve(
     per_client: Annotated[int, typer.Option(min=1, max=100, help="/segment requests per client.")] = 5,
     size: Annotated[int, typer.Option(min=64, max=4096, help="Width of the synthetic photos (height = 3/4).")] = 640,
     edit_steps: Annotated[int, typer.Option(min=1, max=50, help="Denoising steps of each /edit.")] = 2,
+    split: Annotated[
+        bool,
+        typer.Option(
+            "--split",
+            help="Instead: a repeat click and an edit through stage services on their own servers (gateway pointed "
+            "at them by URL) vs the single-process service, alternating; --per-client sets the repeats.",
+        ),
+    ] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the numbers to this JSON file.")] = None,
 ) -> None:
     """Load the service over HTTP: /segment (new image, repeat click) and /edit; batching on vs off; HTTP overhead.
@@ -41,11 +49,14 @@ def bench_serve(
     import numpy as np
 
     from serving.bench.serve import bench_server, format_table, in_process_repeat_click_ms
-    from serving.bench.server_process import running_service
+    from serving.processes import running_service
     from serving.settings import get_settings
 
-    counts = _client_counts(clients)
     photo_size = (size, size * 3 // 4)
+    if split:
+        _bench_split(photo_size, per_client, edit_steps, json_path)
+        return
+    counts = _client_counts(clients)
     results = []
     if url:
         results += bench_server(url.rstrip("/"), "as-is", counts, per_client, photo_size, edit_steps)
@@ -74,4 +85,23 @@ def bench_serve(
     typer.echo(format_table(results, overhead))
     if json_path:
         json_path.write_text(json.dumps({"results": [r.row() for r in results], "overhead": overhead}, indent=2))
+        typer.echo(f"wrote {json_path}")
+
+
+def _bench_split(photo_size: tuple[int, int], repeats: int, edit_steps: int, json_path: Path | None) -> None:
+    """The single service and the split deployment side by side (profile defaults to tiny here)."""
+    import os
+    import tempfile
+
+    from serving.bench.split import compare_split, format_split_table
+    from serving.processes import running_service, running_split_service
+
+    os.environ.setdefault("MOODSHIFT_PROFILE", "tiny")
+    log_dir = Path(tempfile.mkdtemp(prefix="moodshift-bench-split-"))
+    typer.echo(f"starting one service and a split deployment (logs: {log_dir})")
+    with running_service({}, log_dir / "single.log") as single, running_split_service({}, log_dir) as urls:
+        result = compare_split(single, urls["gateway"], photo_size, max(repeats, 5), max(repeats // 3, 3), edit_steps)
+    typer.echo(format_split_table(result))
+    if json_path:
+        json_path.write_text(json.dumps(result.to_dict(), indent=2))
         typer.echo(f"wrote {json_path}")

@@ -1,27 +1,31 @@
-"""`python -m serving demo`: the service (`python -m serving serve`) and the Streamlit studio as child processes,
-optionally a fake Ollama in this process; waits until both answer, prints their URLs, and stops everything it
-started on Ctrl-C or SIGTERM."""
+"""`python -m serving demo`: the service (`python -m serving serve`) and the studio (`python -m ui`) as child
+processes, optionally the Ollama stand-in in this process; waits until both answer, prints their URLs, and stops
+everything it started on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from serving.cli.app import app, fail
+from serving.processes import (
+    ChildProcessFailed,
+    port_is_free,
+    serve_command,
+    start_child,
+    stop_process_tree,
+    wait_ready,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 0.5
-PROGRESS_EVERY_S = 5.0
 STOP_GRACE_S = 10.0
 UI_READY_TIMEOUT_S = 60.0
 
@@ -35,13 +39,12 @@ class _Stop(Exception):
 
 
 def service_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "serving", "serve", "--port", str(port)]
+    return serve_command(port)
 
 
 def ui_command(ui_port: int) -> list[str]:
-    from ui.launch import streamlit_command
-
-    return streamlit_command(ui_port)
+    # The studio is a separate deployable: started by its command line, never imported from here.
+    return [sys.executable, "-m", "ui", "--port", str(ui_port)]
 
 
 def run_demo(port: int, ui_port: int, fake_ollama: bool = False, ready_timeout_s: float = 900.0) -> None:
@@ -59,7 +62,7 @@ def run_demo(port: int, ui_port: int, fake_ollama: bool = False, ready_timeout_s
     try:
         with ExitStack() as stack:
             if fake_ollama:
-                env["MOODSHIFT_OLLAMA_HOST"] = stack.enter_context(_fake_ollama())
+                env["MOODSHIFT_OLLAMA_HOST"] = stack.enter_context(_ollama_standin())
             service = stack.enter_context(_child("service", service_command(port), env))
             ui = stack.enter_context(_child("studio", ui_command(ui_port), env))
             _wait_ready("service", f"{service_url}/readyz", service, ready_timeout_s)
@@ -73,20 +76,10 @@ def run_demo(port: int, ui_port: int, fake_ollama: bool = False, ready_timeout_s
     typer.echo("demo stopped")
 
 
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def child_environment(service_url: str) -> dict[str, str]:
-    """The children's environment: ours, plus the service URL for the UI and the repo on PYTHONPATH."""
+    """The children's environment: ours, plus the service URL for the studio."""
     env = dict(os.environ)
     env["MOODSHIFT_SERVICE_URL"] = service_url
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -96,14 +89,9 @@ def _raise_stop(signum: int, frame: Any) -> None:
 
 
 @contextmanager
-def _fake_ollama() -> Iterator[str]:
-    # tests/ is not part of an installed package: only a source checkout has the fake.
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    try:
-        from tests.fake_ollama import start_fake_ollama
-    except ImportError as exc:
-        raise DemoError(f"--fake-ollama needs tests/fake_ollama.py from a source checkout ({exc})") from None
+def _ollama_standin() -> Iterator[str]:
+    from serving.ollama_standin import start_fake_ollama
+
     fake = start_fake_ollama(port=0)
     line = "=" * 78
     typer.secho(
@@ -120,58 +108,32 @@ def _fake_ollama() -> Iterator[str]:
 
 @contextmanager
 def _child(name: str, command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    """A child process in its own process group (so stopping it also stops its workers); stopped on exit."""
+    """A child process, stopped with every process it started when the block ends."""
     typer.echo(f"starting the {name}: {' '.join(command)}")
     try:
-        process = subprocess.Popen(command, env=env, start_new_session=True)
+        process = start_child(command, env)
     except OSError as exc:
         raise DemoError(f"could not start the {name} ({command[0]}): {exc}") from None
     try:
         yield process
     finally:
-        stop_process_group(process)
-
-
-def stop_process_group(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM the child's process group, then SIGKILL whatever is left after `grace_s`."""
-    if process.poll() is not None:
-        return
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, grace_s)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        if process.poll() is None:
+            stop_process_tree(process, grace_s=STOP_GRACE_S)
 
 
 def _wait_ready(name: str, url: str, process: subprocess.Popen, timeout_s: float) -> None:
-    """Poll `url` until it answers 200, saying how long it has waited; fail if the process dies or time runs out."""
-    import requests
-
-    started = time.monotonic()
-    next_report = started + PROGRESS_EVERY_S
+    """Wait for `url` to answer, saying how long it has waited; a dead process or a timeout is a `DemoError`."""
     typer.echo(f"waiting for the {name} at {url} …")
-    while True:
-        code = process.poll()
-        if code is not None:
-            raise DemoError(f"the {name} exited with code {code} before it was ready (its output is above)")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                typer.echo(f"the {name} is ready ({time.monotonic() - started:.0f} s)")
-                return
-        except requests.RequestException:
-            pass
-        now = time.monotonic()
-        if now - started > timeout_s:
-            raise DemoError(f"the {name} was not ready at {url} after {timeout_s:.0f} s")
-        if now >= next_report:
-            typer.echo(f"  … still waiting for the {name} ({now - started:.0f} s; loading models can take a while)")
-            next_report = now + PROGRESS_EVERY_S
-        time.sleep(POLL_S)
+    started = time.monotonic()
+
+    def report(waited_s: float) -> None:
+        typer.echo(f"  … still waiting for the {name} ({waited_s:.0f} s; loading models can take a while)")
+
+    try:
+        wait_ready(url, process, timeout_s, name=name, report=report)
+    except ChildProcessFailed as exc:
+        raise DemoError(f"{exc} (its output is above)") from None
+    typer.echo(f"the {name} is ready ({time.monotonic() - started:.0f} s)")
 
 
 def _banner(service_url: str, ui_url: str) -> None:

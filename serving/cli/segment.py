@@ -23,33 +23,13 @@ def parse_point(text: str) -> tuple[float, ...]:
     """A click `X,Y[,LABEL]` from the command line (LABEL 1 = subject, the default; 0 = not subject)."""
     values = parse_numbers(text, "--point", "X,Y or X,Y,LABEL", (2, 3))
     if len(values) == 3 and values[2].is_integer():
-        values[2] = int(values[2])  # keep a clean 0/1 label; anything else is reported by the prompt check
+        values[2] = int(values[2])  # keep a clean 0/1 label; anything else is reported by the click check
     return tuple(values)
 
 
-def segment_clicks(picture, points: list[str], box: str | None):
-    """(SegmentResult, Segmenter) for command-line clicks/box on an image; every mistake is a clear error.
-
-    The clicks are checked before the model is built: a typo should not cost a model load.
-    """
-    from serving.core.prompts import PromptError, validate_prompt
-    from serving.models.errors import WeightsError
-    from serving.settings import get_settings
-
-    settings = get_settings()
-    clicks = [parse_point(text) for text in points]
-    box_values = None if box is None else parse_numbers(box, "--box", "X0,Y0,X1,Y1", (4,))
-    try:
-        prompt = validate_prompt(clicks, box_values, picture.size, settings.max_points)
-    except PromptError as exc:
-        fail(str(exc))
-    from serving.models.sam import Segmenter
-
-    try:
-        segmenter = Segmenter.from_settings(settings)
-    except (WeightsError, RuntimeError) as exc:
-        fail(str(exc))
-    return segmenter.segment(picture, prompt.points, prompt.box), segmenter
+def parse_box(text: str) -> list[float]:
+    """A box `X0,Y0,X1,Y1` from the command line."""
+    return parse_numbers(text, "--box", "X0,Y0,X1,Y1", (4,))
 
 
 @app.command("segment")
@@ -69,20 +49,35 @@ def segment(
     box: Annotated[str | None, typer.Option("--box", metavar="X0,Y0,X1,Y1", help="Box around the subject.")] = None,
 ) -> None:
     """Write the subject mask of IMAGE for the given clicks and/or box (SAM, profile from MOODSHIFT_* settings)."""
+    import numpy as np
+
+    from serving.core.errors import InputError
     from serving.core.masks import mask_to_png_bytes
+    from serving.models.errors import WeightsError
+    from serving.pipeline import Pipeline
     from serving.settings import get_settings
 
-    picture = read_image(image, get_settings().max_image_pixels)
-    result, segmenter = segment_clicks(picture, points or [], box)
+    settings = get_settings()
+    picture = read_image(image, settings.max_image_pixels)
+    clicks = [parse_point(text) for text in points or []]
+    box_values = None if box is None else parse_box(box)
+    pipeline = Pipeline.in_process(settings)
+    try:  # the clicks are checked before the model is built: a typo should not cost a model load
+        pipeline.check_clicks(picture.size, clicks, box_values)
+        model = pipeline.segmentation.info()
+        result = pipeline.segment(np.asarray(picture), clicks, box_values)
+    except (InputError, WeightsError, RuntimeError) as exc:
+        fail(str(exc))
+    subject_mask = result.mask
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_bytes(mask_to_png_bytes(result.mask))
+        output.write_bytes(mask_to_png_bytes(subject_mask))
     except OSError as exc:
         fail(f"cannot write {output}: {exc.strerror or exc}")
     width, height = picture.size
     typer.echo(
-        f"wrote {output} ({width}×{height}, subject {100 * result.mask.mean():.1f}% of pixels, "
-        f"score {result.score:.3f}, {segmenter.model_name})"
+        f"wrote {output} ({width}×{height}, subject {100 * subject_mask.mean():.1f}% of pixels, "
+        f"score {result.score:.3f}, {model['model']})"
     )
-    if segmenter.profile and segmenter.profile.is_demo:
+    if model["demo"]:
         typer.echo("note: demo model with random weights; the mask is arbitrary (see `python -m serving weights`)")

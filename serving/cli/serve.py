@@ -10,27 +10,27 @@ from serving.cli.app import app, fail
 
 
 def check_weights_or_fail() -> list[str]:
-    """Resolve each stage's profile the way the services will; a `real` stage with missing weights stops here."""
+    """Resolve the profile of each stage served here the way its service will, from the same checks (complete,
+    intact, of the configured kind; headers only, so in seconds); a `real` stage whose weights cannot load stops
+    here with the loader's message: the file and the fix. A stage at a URL is not checked here."""
     from serving.models.profiles import resolve_profile
-    from serving.models.sam_builders import load_sam_checkpoint
-    from serving.models.sdxl_builders import load_sdxl, sdxl_weights_present
+    from serving.models.sam_builders import find_sam
+    from serving.models.sdxl_builders import sdxl_weights
     from serving.settings import get_settings
 
     settings = get_settings()
-    sam_path, sdxl_path = settings.sam_checkpoint_path, settings.sdxl_model_path
     lines = []
-    for stage, requested, present, label in (
-        ("segment", settings.stage_profile("sam"), sam_path.is_file(), f"SAM weights {sam_path}"),
-        ("diffusion", settings.stage_profile("diffusion"), sdxl_weights_present(sdxl_path), f"SDXL {sdxl_path}"),
+    for stage, requested, url, find in (
+        ("segment", settings.stage_profile("sam"), settings.segment_service_url, find_sam),
+        ("diffusion", settings.stage_profile("diffusion"), settings.diffusion_service_url, sdxl_weights),
     ):
-        resolved = resolve_profile(requested, present, label)
-        if resolved.profile == "real" and not present:
-            from serving.models.errors import WeightsError
-
-            try:  # the loaders word the message: path, download location, setting
-                load_sam_checkpoint(settings.sam_model_type, sam_path) if stage == "segment" else load_sdxl(sdxl_path)
-            except WeightsError as exc:
-                fail(str(exc))
+        if url:  # served elsewhere: its weights are that machine's
+            lines.append(f"{stage}: served at {url}")
+            continue
+        weights = find(settings)
+        resolved = resolve_profile(requested, weights.problem, weights.label)
+        if resolved.profile == "real" and weights.problem:
+            fail(weights.problem)
         lines.append(f"{stage}: {resolved.profile}" + (f" ({resolved.reason})" if resolved.reason else ""))
     return lines
 

@@ -1,4 +1,5 @@
-"""`python -m serving weights`: which weights are present or missing, and `--download` to fetch them."""
+"""`python -m serving weights`: for each stage, the weights found, whether they load, what runs and why; `--download`
+fetches what is missing."""
 
 from typing import Annotated
 
@@ -7,58 +8,57 @@ import typer
 from serving.cli.app import app, fail
 
 
-def _human(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return ""
-
-
 @app.command("weights")
 def weights(
-    download: Annotated[bool, typer.Option("--download", help="Fetch the selected SAM checkpoint and SDXL.")] = False,
+    download: Annotated[
+        bool, typer.Option("--download", help="Fetch what is missing: SAM, SDXL (fp16 variant), the fp16-safe VAE.")
+    ] = False,
+    sha256: Annotated[
+        bool, typer.Option(help="Check the SAM file's sha256 against the official file (about a second per GB).")
+    ] = True,
 ) -> None:
-    """List the weights Moodshift uses (present or missing, path, size); optionally download them."""
+    """Report, offline and in seconds, each stage's weights (complete, intact) and what runs: profile, layout,
+    variant, dtype, device, GPU offload mode, and why. Exit status 1 when selected weights are there but broken."""
     from serving.models.errors import WeightsError
-    from serving.models.weights import download_file, download_sdxl, list_weights
+    from serving.models.weights import human_size, missing_downloads, report_weights, run_download
     from serving.settings import get_settings
 
     settings = get_settings()
-    entries = list_weights(settings)
-    typer.echo(f"{'stage':<10} {'model':<14} {'status':<8} {'size':>9}  path")
-    for entry in entries:
-        status = "present" if entry.present else "missing"
-        mark = "*" if entry.selected else " "
-        typer.echo(f"{entry.stage:<10} {entry.name:<14} {status:<8} {_human(entry.size_bytes):>9} {mark}{entry.path}")
-    typer.echo("* = used by the current settings (MOODSHIFT_SAM_MODEL_TYPE, MOODSHIFT_SDXL_MODEL)")
-    if not download:
-        missing = [e for e in entries if e.selected and not e.present]
-        if missing:
-            typer.echo("Missing weights: the `auto` profile runs tiny demo models. Fetch them with --download.")
-        return
-    failures = []
-    for entry in entries:
-        if not entry.selected or entry.present:
-            continue
-        typer.echo(f"downloading {entry.name} from {entry.source} ...")
-        try:
-            if entry.stage == "segment":
-                with typer.progressbar(length=100, label=entry.name) as bar:
-                    shown = 0
+    if download:
+        failures = []
+        for item in missing_downloads(settings):
+            where = item.destination or "the Hugging Face cache"
+            typer.echo(f"downloading {item.name} from {item.source} to {where} ...")
+            try:
+                if item.patterns is None:  # one big file: a progress bar
+                    with typer.progressbar(length=100, label=item.name) as bar:
+                        shown = 0
 
-                    def advance(done: int, total: int) -> None:
-                        nonlocal shown
-                        percent = int(100 * done / total) if total else 0
-                        bar.update(percent - shown)
-                        shown = percent
+                        def advance(done: int, total: int) -> None:
+                            nonlocal shown
+                            percent = int(100 * done / total) if total else 0
+                            bar.update(percent - shown)
+                            shown = percent
 
-                    download_file(entry.source, entry.path, progress=advance)
-            else:
-                download_sdxl(entry.path)
-        except WeightsError as exc:
-            failures.append(str(exc))
-            continue
-        typer.echo(f"saved {entry.path}")
-    if failures:
-        fail("\n".join(failures))
+                        path = run_download(item, advance)
+                else:
+                    path = run_download(item)
+            except WeightsError as exc:
+                failures.append(str(exc))
+                continue
+            typer.echo(f"saved {path} ({human_size(path.stat().st_size) if path.is_file() else 'folder'})")
+        if failures:
+            fail("\n".join(failures))
+    try:
+        reports = report_weights(settings, check_sha256=sha256)
+    except RuntimeError as exc:  # MOODSHIFT_DEVICE=cuda without CUDA
+        fail(str(exc))
+    for report in reports:
+        typer.echo(report.stage)
+        for label, text in report.facts:
+            typer.echo(f"  {label:<8} {text}")
+    if any(report.profile.is_demo and report.problem and not report.broken for report in reports):
+        typer.echo("Missing weights: the `auto` profile runs tiny demo models. Fetch them with --download.")
+    broken = [report.problem for report in reports if report.broken and report.problem]
+    if broken:
+        fail("\n".join(broken), code=1)

@@ -10,6 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from serving.core.masks import feather
+from serving.core.sizing import resize_image
 
 
 def fully_subject_cells(subject_mask: np.ndarray, grid_size: tuple[int, int]) -> np.ndarray:
@@ -94,6 +95,13 @@ def composite(original: np.ndarray, background: np.ndarray, alpha: np.ndarray) -
     blended = weight * original[band].astype(np.float32) + (1.0 - weight) * background[band].astype(np.float32)
     out[band] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     return out
+
+
+def compose(original: np.ndarray, background: np.ndarray, subject_mask: np.ndarray, feather_px: int) -> np.ndarray:
+    """The final edit: `background` (any size) brought to the original's size, and the original's subject pixels
+    put back through a feathered alpha (bit for bit where the alpha is 1)."""
+    height, width = original.shape[:2]
+    return composite(original, resize_image(background, (width, height)), subject_alpha(subject_mask, feather_px))
 
 
 def seam_score(image: np.ndarray, subject_mask: np.ndarray, band: int = 3) -> float:

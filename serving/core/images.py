@@ -16,6 +16,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from serving.core.errors import InputError, TooLargeError
+
 # Formats we decode. Pillow would also open EPS/PS (which shells out to Ghostscript) and a dozen exotic formats;
 # user uploads have no business reaching those decoders. JPEG includes the MPO files many phones write.
 ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
@@ -26,12 +28,12 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _DATA_URL = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
 
 
-class ImageInputError(ValueError):
+class ImageInputError(InputError):
     """The caller sent something that is not a usable image; the message says what is wrong with it."""
 
 
-class ImageTooLargeError(ImageInputError):
-    """The image has more pixels than allowed (or is a decompression bomb); the service answers 413."""
+class ImageTooLargeError(ImageInputError, TooLargeError):
+    """The image has more pixels than allowed (or is a decompression bomb)."""
 
 
 def load_image(data: bytes, max_pixels: int) -> Image.Image:
@@ -61,7 +63,7 @@ def load_image(data: bytes, max_pixels: int) -> Image.Image:
     return _to_rgb(_upright(image))
 
 
-def image_id(rgb: np.ndarray) -> str:
+def image_id_of(rgb: np.ndarray) -> str:
     """A stable id of decoded pixels: the same pixels (and shape) give the same id, whatever the file format."""
     pixels = np.ascontiguousarray(rgb)
     digest = hashlib.sha256(f"{pixels.shape}:{pixels.dtype}".encode())

@@ -1,4 +1,4 @@
-"""Pure tools for subject masks (bool HxW, True = subject): clean-up, feathering, resizing and PNG in/out.
+"""Pure tools for subject masks (bool HxW, True = subject): clean-up, feathering, the subject check and PNG in/out.
 
 Connectivity: the subject is 8-connected and the background 4-connected (the complementary pair), so a
 diagonal step keeps a subject piece whole and a hole sealed only at a corner still counts as a hole.
@@ -7,12 +7,12 @@ diagonal step keeps a subject piece whole and a hole sealed only at a corner sti
 from __future__ import annotations
 
 import io
-from typing import Literal
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from serving.core.errors import InputError
 from serving.core.images import ALLOWED_FORMATS, ImageInputError, ImageTooLargeError, png_bytes
 
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -68,34 +68,27 @@ def feather(mask: np.ndarray, radius: float) -> np.ndarray:
     return np.clip(1.0 - distance / radius, 0.0, 1.0).astype(np.float32)
 
 
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize to `size` = (width, height); stays a bool mask (no grey edge)."""
-    mask = _as_mask(mask)
-    width, height = size
-    if (width, height) == (mask.shape[1], mask.shape[0]):
-        return mask.copy()
-    image = Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.Resampling.NEAREST)
-    return np.asarray(image) >= 128
-
-
-def downsample_mask(mask: np.ndarray, factor: int, rule: Literal["all", "any"] = "all") -> np.ndarray:
-    """Shrink by an integer `factor` block-wise: a cell is True when all (or any) of its pixels are True.
-
-    "all" is what a latent mask of the kept subject needs: a cell straddling the edge is not kept. A ragged last
-    row/column of blocks is judged on the pixels it has.
-    """
-    mask = _as_mask(mask)
-    if factor < 1:
-        raise ValueError(f"downsample factor must be >= 1, got {factor}")
-    if rule not in ("all", "any"):
-        raise ValueError(f"rule must be 'all' or 'any', got {rule!r}")
-    height, width = mask.shape
-    rows, cols = -(-height // factor), -(-width // factor)
-    # Pad with the value that cannot change the verdict: True for "all", False for "any".
-    padded = np.full((rows * factor, cols * factor), rule == "all", dtype=bool)
-    padded[:height, :width] = mask
-    blocks = padded.reshape(rows, factor, cols, factor)
-    return blocks.all(axis=(1, 3)) if rule == "all" else blocks.any(axis=(1, 3))
+def check_subject_mask(mask: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
+    """A subject mask (HxW bool, or numbers: nonzero, or >= 0.5 for floats, is subject) for an image of
+    `image_shape`, as bool; `InputError` when it has another size, is empty, or covers the whole image."""
+    if not isinstance(mask, np.ndarray) or mask.ndim != 2:
+        shape = getattr(mask, "shape", type(mask).__name__)
+        raise InputError(f"subject mask must be an HxW array, got {shape}")
+    if mask.shape != tuple(image_shape[:2]):
+        raise InputError(
+            f"subject mask is {mask.shape[1]}×{mask.shape[0]} but the image is {image_shape[1]}×{image_shape[0]}"
+        )
+    if np.issubdtype(mask.dtype, np.floating):
+        subject = mask >= 0.5
+    elif mask.dtype == bool or np.issubdtype(mask.dtype, np.integer):
+        subject = mask.astype(bool, copy=False)
+    else:
+        raise InputError(f"subject mask dtype {mask.dtype} is not bool or numeric")
+    if not subject.any():
+        raise InputError("subject mask is empty: there is no subject to keep")
+    if subject.all():
+        raise InputError("subject mask covers the whole image: there is no background to edit")
+    return subject
 
 
 def mask_to_png_bytes(mask: np.ndarray) -> bytes:

@@ -14,8 +14,6 @@ denoising loop with blending, decode, composite.
 from __future__ import annotations
 
 import inspect
-import math
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from serving.core.blending import composite, step_edit_masks, subject_alpha
-from serving.core.images import ImageInputError, to_rgb_array
+from serving.core.blending import compose, step_edit_masks
+from serving.core.errors import CancelledError
+from serving.core.images import to_rgb_array
 from serving.core.sizing import resize_image, working_size
 
 if TYPE_CHECKING:
@@ -33,59 +32,41 @@ if TYPE_CHECKING:
     from diffusers import StableDiffusionXLPipeline
     from PIL import Image
 
+    from serving.core.edit_options import EditOptions
+    from serving.models.memory import OffloadMode
     from serving.models.profiles import ResolvedProfile
     from serving.settings import Settings
-
-MAX_VARIANTS = 8
-MAX_STEPS = 150
-MAX_GUIDANCE = 30.0
-MAX_FEATHER = 256
-MAX_SEED = 2**63 - 1
-# Measured on tiny random weights only (README, "Progressive shrinking"): no seam gain could be shown there, so
-# shrinking stays off by default until it is measured on real SDXL weights.
-DEFAULT_SHRINK_STEPS = 0
 
 ProgressCallback = Callable[[int, int], None]
 
 
-class EditOptionsError(ValueError):
-    """A caller's mistake in an edit request (bad option, mask or image); the message names the bad value."""
-
-
-class EditCancelled(RuntimeError):
-    """The request's `cancel` event was set before the edit finished."""
-
-
 @dataclass
-class EditRequest:
-    """One background edit. `None` options take the runner's defaults (`EditDefaults`).
+class DiffusionRequest:
+    """One background edit, already checked where it entered (options by `check_edit_options`, the mask by
+    `check_subject_mask`): the runner trusts it.
 
-    image: HxWx3 uint8 RGB array or a PIL image. subject_mask: HxW, True (or nonzero; ≥ 0.5 for floats) =
-    subject to keep. seeds: one per variant; or `seed` (variants get seed, seed+1, ...); or neither (random
-    seeds, returned in the result). strength: 1.0 starts from noise (a new background); lower keeps the old
-    layout. composite=False returns the decoded background alone (for comparisons). progress(step, total) is
-    called after every denoising step; setting `cancel` stops the edit with `EditCancelled`.
+    image: HxWx3 uint8 RGB array or a PIL image. subject_mask: HxW bool, True = subject to keep (any size: the
+    latent mask counts every pixel of it). composite=False returns the decoded background alone, at the image's
+    size. original_size: (width, height) of the photo `image` was resized from, when it was (the working size
+    follows the photo's aspect; the caller composites). progress(step, total) is called after every denoising
+    step; setting `cancel` stops the edit with `CancelledError`.
     """
 
     image: np.ndarray | Image.Image
     subject_mask: np.ndarray
     prompt: str
-    negative_prompt: str | None = None
-    seeds: Sequence[int] | None = None
-    seed: int | None = None
-    variants: int = 1
-    steps: int | None = None
-    guidance: float | None = None
-    strength: float = 1.0
-    shrink_steps: int | None = None
-    feather: int | None = None
+    options: EditOptions
     composite: bool = True
+    original_size: tuple[int, int] | None = None
     progress: ProgressCallback | None = field(default=None, repr=False, compare=False)
     cancel: threading.Event | None = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        self.image = to_rgb_array(self.image)
+
 
 @dataclass
-class EditResult:
+class DiffusionResult:
     """images: one HxWx3 uint8 array per variant, at the input's size; seeds: the seed of each variant;
     timings: seconds of the whole UNet batch per phase (prepare_s, denoise_s, decode_s, composite_s, total_s),
     steps made and batch_images (images in the UNet batch); working_size: (width, height) the diffusion ran at;
@@ -98,155 +79,14 @@ class EditResult:
     latents: torch.Tensor
 
 
-@dataclass(frozen=True)
-class EditDefaults:
-    """Options a request leaves as `None`."""
-
-    steps: int = 30
-    guidance: float = 7.0
-    feather: int = 8
-    negative_prompt: str = ""
-    shrink_steps: int = DEFAULT_SHRINK_STEPS
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> EditDefaults:
-        return cls(
-            steps=settings.default_steps,
-            guidance=settings.default_guidance,
-            feather=settings.default_feather,
-            negative_prompt=settings.default_negative_prompt,
-        )
-
-
-@dataclass
-class CheckedEdit:
-    """A validated request with every option filled in (image as HxWx3 uint8, mask as HxW bool)."""
-
-    image: np.ndarray
-    subject_mask: np.ndarray | None  # None only from `check_request(..., require_mask=False)`
-    prompt: str
-    negative_prompt: str
-    seeds: list[int]
-    steps: int
-    guidance: float
-    strength: float
-    shrink_steps: int
-    feather: int
-    composite: bool
-    progress: ProgressCallback | None
-    cancel: threading.Event | None
-
-
-def _as_rgb(image: Any) -> np.ndarray:
-    try:
-        return to_rgb_array(image)
-    except ImageInputError as exc:
-        raise EditOptionsError(f"image: {exc}") from None
-
-
-def _as_subject_mask(mask: Any, image_shape: tuple[int, ...]) -> np.ndarray:
-    if not isinstance(mask, np.ndarray) or mask.ndim != 2:
-        shape = getattr(mask, "shape", type(mask).__name__)
-        raise EditOptionsError(f"subject mask must be an HxW array, got {shape}")
-    if mask.shape != image_shape[:2]:
-        raise EditOptionsError(
-            f"subject mask is {mask.shape[1]}×{mask.shape[0]} but the image is {image_shape[1]}×{image_shape[0]}"
-        )
-    if mask.dtype == bool:
-        subject = mask
-    elif np.issubdtype(mask.dtype, np.floating):
-        subject = mask >= 0.5
-    elif np.issubdtype(mask.dtype, np.integer):
-        subject = mask > 0
-    else:
-        raise EditOptionsError(f"subject mask dtype {mask.dtype} is not bool or numeric")
-    if not subject.any():
-        raise EditOptionsError("subject mask is empty: there is no subject to keep")
-    if subject.all():
-        raise EditOptionsError("subject mask covers the whole image: there is no background to edit")
-    return subject
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value: Any, low: int, high: int) -> int:
-    if not _is_int(value) or not low <= value <= high:
-        raise EditOptionsError(f"{name} {value!r} must be an integer from {low} to {high}")
-    return int(value)
-
-
-def _seeds(request: EditRequest) -> list[int]:
-    variants = _check_int("variants", request.variants, 1, MAX_VARIANTS)
-    if request.seeds is not None:
-        if request.seed is not None:
-            raise EditOptionsError(f"give seed ({request.seed}) or seeds ({list(request.seeds)}), not both")
-        seeds = list(request.seeds)
-        if not 1 <= len(seeds) <= MAX_VARIANTS:
-            raise EditOptionsError(f"seeds has {len(seeds)} entries; give 1 to {MAX_VARIANTS} (one per variant)")
-        if variants not in (1, len(seeds)):
-            raise EditOptionsError(f"variants {variants} does not match the {len(seeds)} seeds given")
-        return [_check_int("seed", seed, 0, MAX_SEED) for seed in seeds]
-    if request.seed is None:
-        first = random.SystemRandom().randrange(2**31)
-    else:
-        first = _check_int("seed", request.seed, 0, MAX_SEED - variants + 1)
-    return [first + index for index in range(variants)]
-
-
-def check_request(request: EditRequest, defaults: EditDefaults | None = None, require_mask: bool = True) -> CheckedEdit:
-    """Validate a request and fill in its defaults; raise `EditOptionsError` naming the first bad value.
-
-    `require_mask=False` accepts `subject_mask=None` (the mask comes later from clicks), so every other option can
-    be checked before segmenting; the checked edit then has `subject_mask=None`.
-    """
-    defaults = defaults or EditDefaults()
-    image = _as_rgb(request.image)
-    if request.subject_mask is None and not require_mask:
-        subject_mask = None
-    else:
-        subject_mask = _as_subject_mask(request.subject_mask, image.shape)
-    if not isinstance(request.prompt, str) or not request.prompt.strip():
-        raise EditOptionsError(f"prompt {request.prompt!r} must be non-empty text")
-    negative_prompt = defaults.negative_prompt if request.negative_prompt is None else request.negative_prompt
-    if not isinstance(negative_prompt, str):
-        raise EditOptionsError(f"negative prompt {negative_prompt!r} must be text")
-    steps = _check_int("steps", defaults.steps if request.steps is None else request.steps, 1, MAX_STEPS)
-    guidance = defaults.guidance if request.guidance is None else request.guidance
-    if not isinstance(guidance, (int, float)) or not math.isfinite(guidance) or not 0 <= guidance <= MAX_GUIDANCE:
-        raise EditOptionsError(f"guidance {guidance!r} must be a finite number from 0 to {MAX_GUIDANCE:g}")
-    strength = request.strength
-    if not isinstance(strength, (int, float)) or not math.isfinite(strength) or not 0 < strength <= 1:
-        raise EditOptionsError(f"strength {strength!r} must be in (0, 1]")
-    if int(steps * strength) < 1:
-        raise EditOptionsError(f"strength {strength} with {steps} steps leaves no denoising step")
-    shrink = defaults.shrink_steps if request.shrink_steps is None else request.shrink_steps
-    shrink_steps = _check_int("shrink_steps", shrink, 0, steps)
-    feather = _check_int("feather", defaults.feather if request.feather is None else request.feather, 0, MAX_FEATHER)
-    return CheckedEdit(
-        image=image,
-        subject_mask=subject_mask,
-        prompt=request.prompt,
-        negative_prompt=negative_prompt,
-        seeds=_seeds(request),
-        steps=steps,
-        guidance=float(guidance),
-        strength=float(strength),
-        shrink_steps=shrink_steps,
-        feather=feather,
-        composite=bool(request.composite),
-        progress=request.progress,
-        cancel=request.cancel,
-    )
-
-
 class BlendedSDXLRunner:
     """Runs background edits on an SDXL pipeline's components. Thread-safe: runs are serialized.
 
     pipe: a `StableDiffusionXLPipeline` (its scheduler may be any diffusers scheduler); it is moved to `device`
     and `dtype`. In float16 a VAE with `force_upcast` (SDXL's) is kept in float32, so decodes never overflow to
-    NaN/black. working_pixels: diffusion area (default: the UNet's native size squared, 1024² for SDXL).
+    NaN/black; an fp16-safe VAE (`force_upcast: false`, e.g. sdxl-vae-fp16-fix) runs in float16. working_pixels:
+    diffusion area (default: the UNet's native size squared, 1024² for SDXL). offload: `none` (all on `device`),
+    `model` or `sequential` (diffusers' CPU offload onto `device`; see `serving.models.memory`).
     """
 
     def __init__(
@@ -256,91 +96,91 @@ class BlendedSDXLRunner:
         dtype: torch.dtype,
         *,
         working_pixels: int | None = None,
-        defaults: EditDefaults | None = None,
+        offload: OffloadMode = "none",
     ) -> None:
         import torch
 
+        from serving.models.memory import vae_dtype_for
+
         self.pipe = pipe
-        self.device = torch.device(device)
         self.dtype = dtype
-        upcast = dtype == torch.float16 and pipe.vae.config.force_upcast
-        self.vae_dtype = torch.float32 if upcast else dtype
+        self.vae_dtype = vae_dtype_for(dtype, pipe.vae.config.force_upcast)
+        self.offload = offload
+        device = torch.device(device)
         for name in ("unet", "text_encoder", "text_encoder_2", "vae"):
             module = getattr(pipe, name, None)
+            if module is None:
+                continue
             target = self.vae_dtype if name == "vae" else dtype
-            # Only move what is elsewhere: diffusers warns on every dtype cast, even a no-op one.
-            if module is not None and (module.device != self.device or module.dtype != target):
-                module.to(self.device, target)
+            # With offload the models stay where they are (the CPU), in their dtype, and accelerate's hooks bring
+            # each to the GPU when it runs. Only move what is elsewhere: diffusers warns on every cast, even a no-op.
+            place = device if offload == "none" else module.device
+            if module.device != place or module.dtype != target:
+                module.to(place, target)
+        if offload == "model":
+            pipe.enable_model_cpu_offload(device=device)
+        elif offload == "sequential":
+            pipe.enable_sequential_cpu_offload(device=device)
+        # Where the runner puts its own tensors (latents, masks, time ids): the GPU the hooks run the models on.
+        self.device = device if offload == "none" else pipe._execution_device
         native = pipe.unet.config.sample_size * pipe.vae_scale_factor
         self.working_pixels = working_pixels or native * native
-        self.defaults = defaults or EditDefaults()
         self.profile: ResolvedProfile | None = None
         self.model_name = type(pipe.unet).__name__
+        self.offload_reason = f"offload={offload}, set by the caller"
         self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> BlendedSDXLRunner:
-        """Build the settings' SDXL profile on the settings' device; `profile` and `model_name` say what runs.
+        """Build the settings' SDXL profile on the settings' device and dtype, in the memory mode `plan_offload` picks
+        (MOODSHIFT_OFFLOAD); `profile`, `model_name`, `offload` and `offload_reason` say what runs and why.
 
         Working size: `settings.working_pixels`, else the UNet's native area (1024² for SDXL, 512² for tiny)."""
+        from serving.models.memory import pipeline_model_bytes, plan_offload
         from serving.models.profiles import resolve_device, resolve_dtype
         from serving.models.sdxl_builders import build_sdxl
         from serving.settings import get_settings
 
         settings = settings or get_settings()
-        pipe, profile, model_name = build_sdxl(settings)
         device = resolve_device(settings)
-        runner = cls(
-            pipe,
-            device,
-            resolve_dtype(settings, device),
-            working_pixels=settings.working_pixels,
-            defaults=EditDefaults.from_settings(settings),
-        )
-        runner.profile, runner.model_name = profile, model_name
+        dtype = resolve_dtype(settings, device)
+        pipe, profile, model_name = build_sdxl(settings, dtype)
+        plan = plan_offload(settings, device, dtype, pipeline_model_bytes(pipe, dtype), settings.working_pixels)
+        runner = cls(pipe, device, dtype, working_pixels=settings.working_pixels, offload=plan.offload)
+        runner.profile, runner.model_name, runner.offload_reason = profile, model_name, plan.reason
         return runner
 
     def working_size_for(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) the diffusion runs at for an input of this size."""
         return working_size(width, height, self.working_pixels)
 
-    def total_steps(self, steps: int, strength: float = 1.0) -> int:
-        """Denoising steps a run makes (what `progress` counts to), given steps and strength."""
-        return len(self._timesteps(steps, strength)[1])
-
-    def run(self, request: EditRequest) -> EditResult:
-        """One edit. Raises `EditOptionsError` for bad options, `EditCancelled` when cancelled."""
+    def run(self, request: DiffusionRequest) -> DiffusionResult:
+        """One edit. Raises `CancelledError` when cancelled."""
         result = self.run_batch([request], return_exceptions=True)[0]
         if isinstance(result, Exception):
             raise result
         return result
 
     def run_batch(
-        self, requests: Sequence[EditRequest], return_exceptions: bool = False
-    ) -> list[EditResult | Exception]:
+        self, requests: Sequence[DiffusionRequest], return_exceptions: bool = False
+    ) -> list[DiffusionResult | Exception]:
         """Edits in as few UNet batches as possible; results in the order of `requests`.
 
         Requests with the same working size, steps, strength and guidance share one UNet batch, each with its own
         prompt, mask and seeds; results equal single runs (up to float rounding of batched matmuls). With
-        `return_exceptions`, a bad or cancelled request yields its exception in its place instead of raising.
+        `return_exceptions`, a cancelled request yields its `CancelledError` in its place instead of raising.
         """
         import torch
 
-        results: list[EditResult | Exception | None] = [None] * len(requests)
-        groups: dict[tuple, list[tuple[int, CheckedEdit]]] = {}
+        results: list[DiffusionResult | Exception | None] = [None] * len(requests)
+        groups: dict[tuple, list[tuple[int, DiffusionRequest]]] = {}
         for index, request in enumerate(requests):
-            try:
-                edit = check_request(request, self.defaults)
-            except EditOptionsError as exc:
-                if not return_exceptions:
-                    raise
-                results[index] = exc
-                continue
-            size = self.working_size_for(edit.image.shape[1], edit.image.shape[0])
-            groups.setdefault((size, edit.steps, edit.strength, edit.guidance), []).append((index, edit))
+            options = request.options
+            size = self.working_size_for(*(request.original_size or request.image.shape[1::-1]))
+            groups.setdefault((size, options.steps, options.strength, options.guidance), []).append((index, request))
         with self._lock, torch.inference_mode():
             for (size, *_), members in groups.items():
-                group_results = self._run_group([edit for _, edit in members], size)
+                group_results = self._run_group([request for _, request in members], size)
                 for (index, _), result in zip(members, group_results, strict=True):
                     if isinstance(result, Exception) and not return_exceptions:
                         raise result
@@ -359,14 +199,14 @@ class BlendedSDXLRunner:
             scheduler.set_begin_index(t_start * scheduler.order)
         return scheduler, scheduler.timesteps[t_start * scheduler.order :]
 
-    def _run_group(self, edits: list[CheckedEdit], size: tuple[int, int]) -> list[EditResult | Exception]:
+    def _run_group(self, edits: list[DiffusionRequest], size: tuple[int, int]) -> list[DiffusionResult | Exception]:
         import torch
         from diffusers.utils.torch_utils import randn_tensor
 
         pipe, unet, device, dtype = self.pipe, self.pipe.unet, self.device, self.dtype
         width, height = size
         latent_w, latent_h = width // pipe.vae_scale_factor, height // pipe.vae_scale_factor
-        steps, guidance, strength = edits[0].steps, edits[0].guidance, edits[0].strength
+        steps, guidance, strength = edits[0].options.steps, edits[0].options.guidance, edits[0].options.strength
         do_cfg = guidance > 1 and unet.config.time_cond_proj_dim is None
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -383,7 +223,7 @@ class BlendedSDXLRunner:
         shape = (1, pipe.vae.config.latent_channels, latent_h, latent_w)
         for edit in edits:
             posterior = self._encode_source(resize_image(edit.image, size))
-            for seed in edit.seeds:
+            for seed in edit.options.seeds:
                 generator = torch.Generator("cpu").manual_seed(seed)
                 source = posterior.sample(generator).to(dtype)
                 sources.append(pipe.vae.config.scaling_factor * source)
@@ -444,14 +284,14 @@ class BlendedSDXLRunner:
         timings["batch_images"] = float(len(noise))
 
         # 7. Decode one image at a time (VAE slicing), 8. composite the original pixels back at full size.
-        results: list[EditResult | Exception] = []
+        results: list[DiffusionResult | Exception] = []
         row = 0
         decode_s = composite_s = 0.0
         for edit, was_cancelled in zip(edits, cancelled, strict=True):
-            rows = range(row, row + len(edit.seeds))
-            row += len(edit.seeds)
+            rows = range(row, row + edit.options.variants)
+            row += edit.options.variants
             if was_cancelled or (edit.cancel is not None and edit.cancel.is_set()):
-                results.append(EditCancelled("edit cancelled"))
+                results.append(CancelledError("edit cancelled"))
                 continue
             start = time.perf_counter()
             decoded = [self._decode(latents[index : index + 1]) for index in rows]
@@ -460,9 +300,9 @@ class BlendedSDXLRunner:
             images = self._finish(edit, decoded)
             composite_s += time.perf_counter() - start
             results.append(
-                EditResult(
+                DiffusionResult(
                     images=images,
-                    seeds=list(edit.seeds),
+                    seeds=edit.options.seeds,
                     timings={},  # filled in below, once decode and composite times are known
                     working_size=size,
                     latents=latents[rows.start : rows.stop].float().cpu(),
@@ -471,11 +311,11 @@ class BlendedSDXLRunner:
         timings["decode_s"], timings["composite_s"] = decode_s, composite_s
         timings["total_s"] = sum(timings[key] for key in ("prepare_s", "denoise_s", "decode_s", "composite_s"))
         for result in results:
-            if isinstance(result, EditResult):
+            if isinstance(result, DiffusionResult):
                 result.timings = dict(timings)
         return results
 
-    def _encode_prompts(self, edits: list[CheckedEdit], do_cfg: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode_prompts(self, edits: list[DiffusionRequest], do_cfg: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt and pooled embeddings of the batch, one request at a time (each its own prompt), repeated per
         variant; with classifier-free guidance the negative halves come first, as the UNet batch is laid out."""
         import torch
@@ -485,9 +325,9 @@ class BlendedSDXLRunner:
             embeds = self.pipe.encode_prompt(
                 edit.prompt,
                 device=self.device,
-                num_images_per_prompt=len(edit.seeds),
+                num_images_per_prompt=edit.options.variants,
                 do_classifier_free_guidance=do_cfg,
-                negative_prompt=edit.negative_prompt,
+                negative_prompt=edit.options.negative_prompt,
             )
             for store, tensor in zip((positive, negative, pooled, negative_pooled), embeds, strict=True):
                 store.append(tensor)
@@ -534,12 +374,14 @@ class BlendedSDXLRunner:
         else:
             vae.disable_tiling()
 
-    def _step_masks(self, edits: list[CheckedEdit], latent_size: tuple[int, int], total: int) -> list[torch.Tensor]:
+    def _step_masks(
+        self, edits: list[DiffusionRequest], latent_size: tuple[int, int], total: int
+    ) -> list[torch.Tensor]:
         """Per step, the (rows, 1, h, w) edit mask of the batch: 1 = repaint (background), 0 = keep the source."""
         import torch
 
-        per_edit = [step_edit_masks(edit.subject_mask, latent_size, edit.shrink_steps, total) for edit in edits]
-        variants = [len(edit.seeds) for edit in edits]
+        per_edit = [step_edit_masks(edit.subject_mask, latent_size, edit.options.shrink_steps, total) for edit in edits]
+        variants = [edit.options.variants for edit in edits]
         masks: list[torch.Tensor] = []
         cache: dict[tuple[int, ...], torch.Tensor] = {}  # steps past the shrinking share one tensor
         for step in range(total):
@@ -565,11 +407,9 @@ class BlendedSDXLRunner:
         return kwargs
 
     @staticmethod
-    def _finish(edit: CheckedEdit, decoded: list[np.ndarray]) -> list[np.ndarray]:
-        """Working-size backgrounds -> input size; with compositing, the original pixels through a feathered alpha."""
+    def _finish(edit: DiffusionRequest, decoded: list[np.ndarray]) -> list[np.ndarray]:
+        """Working-size backgrounds -> the image's size; with compositing, its subject put back (`compose`)."""
+        if edit.composite:
+            return [compose(edit.image, background, edit.subject_mask, edit.options.feather) for background in decoded]
         height, width = edit.image.shape[:2]
-        backgrounds = [resize_image(image, (width, height)) for image in decoded]
-        if not edit.composite:
-            return backgrounds
-        alpha = subject_alpha(edit.subject_mask, edit.feather)
-        return [composite(edit.image, background, alpha) for background in backgrounds]
+        return [resize_image(background, (width, height)) for background in decoded]

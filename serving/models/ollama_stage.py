@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from serving.core.images import image_id as pixels_id
+from serving.core.images import image_id_of
 from serving.core.mood_heuristic import heuristic_mood
 from serving.core.prompt_text import (
     PROMPT_TOKEN_BUDGET,
@@ -145,10 +145,6 @@ class PromptStage:
 
     # --- tokens -----------------------------------------------------------------------------------
 
-    def set_tokenizer(self, tokenizer) -> None:
-        """Count with this tokenizer from now on (the loaded SDXL pipeline's `tokenizer`)."""
-        self._count = token_counter(tokenizer)
-
     def count_tokens(self, text: str) -> int:
         """CLIP tokens of `text`, BOS and EOS included (the bundled vocabulary when no pipeline is loaded)."""
         if self._count is None:
@@ -244,7 +240,7 @@ class PromptStage:
         Without `image_id` the id is derived from the pixels.
         """
         picture = image.convert("RGB") if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
-        key = image_id or pixels_id(np.asarray(picture))
+        key = image_id or image_id_of(np.asarray(picture))
         with self._lock:
             if key in self._mood_cache:
                 self._mood_cache.move_to_end(key)

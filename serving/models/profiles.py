@@ -1,7 +1,7 @@
 """Model profiles (`real`, `tiny`, `random-full`) and the torch device/dtype a stage runs on.
 
-`auto` means `real` when the stage's weights are present, else `tiny`; the resolved profile carries the
-reason so `/info` and the UI can say why demo models are in use.
+`auto` means `real` when the stage's weights are present and loadable (complete, intact), else `tiny`; the resolved
+profile carries the reason so `/info` and the UI can say why demo models are in use.
 """
 
 from __future__ import annotations
@@ -30,13 +30,16 @@ class ResolvedProfile:
         return self.profile != "real"
 
 
-def resolve_profile(requested: str, weights_present: bool, weights_label: str) -> ResolvedProfile:
-    """Turn a requested profile (maybe `auto`) into a concrete one."""
+def resolve_profile(requested: str, weights_problem: str | None, weights_label: str) -> ResolvedProfile:
+    """Turn a requested profile (maybe `auto`) into a concrete one.
+
+    weights_problem: None when the stage's weights are there and load (complete, intact), else why not; `auto`
+    then runs the tiny models and says why."""
     if requested != "auto":
         return ResolvedProfile(requested)  # type: ignore[arg-type]
-    if weights_present:
+    if weights_problem is None:
         return ResolvedProfile("real", f"auto: found {weights_label}")
-    return ResolvedProfile("tiny", f"auto: {weights_label} not found, using tiny random-weight demo models")
+    return ResolvedProfile("tiny", f"auto: using tiny random-weight demo models: {weights_problem}")
 
 
 def resolve_device(settings: Settings) -> torch.device:

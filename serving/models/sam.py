@@ -3,7 +3,7 @@
 Built on segment-anything's own pieces: `ResizeLongestSide` + `Sam.preprocess` for the encoder input (batched
 here, one forward pass for several images) and a `SamPredictor` per call for the prompt transforms and the
 decoder, restored from the cached embedding. The HTTP API is stateless, so the low-res logits of every call are
-kept too, keyed by (image, prompt): the next click (same points plus one) feeds them back as `mask_input`, the
+kept too, keyed by (image, clicks): the next click (same points plus one) feeds them back as `mask_input`, the
 way SAM's interactive loop refines one mask. Safe to call from many threads.
 """
 
@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from serving.core.images import image_id as pixels_id
-from serving.core.images import to_rgb_array
+from serving.core.clicks import Clicks, validate_clicks
+from serving.core.errors import NotCachedError
+from serving.core.images import image_id_of, to_rgb_array
 from serving.core.masks import clean_mask
-from serving.core.prompts import Prompt, PromptError, validate_prompt
 
 if TYPE_CHECKING:
     import torch
@@ -99,8 +99,8 @@ class Segmenter:
             raise ValueError(f"cache_size must be >= 1, got {cache_size}")
         self.device = torch.device(device)
         self.dtype = dtype or torch.float32
-        # Weights stay float32; half precision comes from autocast around the encoder (see `_autocast`), which
-        # keeps LayerNorm/softmax in float32 and leaves the small decoder exact.
+        # Half precision comes from autocast around the encoder (see `_autocast`), which keeps LayerNorm/softmax in
+        # float32; on CUDA `from_settings` also stores the encoder's weights in half precision to halve its memory.
         self.sam = sam.to(self.device).eval()
         self.transform = ResizeLongestSide(self.sam.image_encoder.img_size)
         self.cache_size = cache_size
@@ -113,7 +113,7 @@ class Segmenter:
         self._lock = threading.Lock()  # guards the caches, the in-flight table and the counters
         self._encode_lock = threading.Lock()  # one encoder pass at a time: it is the memory (and compute) peak
         self._embeddings: OrderedDict[str, ImageEmbedding] = OrderedDict()
-        self._logits: OrderedDict[tuple[str, Prompt], np.ndarray] = OrderedDict()
+        self._logits: OrderedDict[tuple[str, Clicks], np.ndarray] = OrderedDict()
         self._in_flight: dict[str, threading.Event] = {}  # image ids some thread is encoding right now
 
         self.encoder_passes = 0
@@ -132,11 +132,12 @@ class Segmenter:
 
         settings = settings or get_settings()
         device = resolve_device(settings)
-        sam, profile, model_name = build_sam(settings, device)
+        dtype = resolve_dtype(settings, device)
+        sam, profile, model_name = build_sam(settings, device, dtype)  # the encoder's weights in a half dtype
         return cls(
             sam,
             device=device,
-            dtype=resolve_dtype(settings, device),
+            dtype=dtype,
             cache_size=settings.sam_cache_size,
             max_hole_area=settings.mask_min_hole_area,
             max_island_area=settings.mask_min_island_area,
@@ -153,53 +154,35 @@ class Segmenter:
         """Subject mask for `points` (`Point`, `{x, y, label}` or `(x, y[, label])`, in click order) and/or `box`.
 
         `image` is HWC uint8 RGB or a PIL image, upright (see `serving.core.images.load_image`). Coordinates
-        are image pixels; raises `PromptError` (a `ValueError`) for an unusable prompt.
+        are image pixels; raises `ClickError` (an `InputError`) for unusable clicks.
         """
-        key, rgb, prompt = self._request(image, points, box)
+        key, rgb, clicks = self._request(image, points, box)
         [(embedding, cached)] = self._embeddings_for([(key, rgb)])
-        return self._decode(key, embedding, prompt, cached)
+        return self._decode(key, embedding, clicks, cached)
 
-    def segment_batch(self, requests: Sequence[tuple[Any, Sequence[Any] | None, Any]]) -> list[SegmentResult]:
-        """`segment` for several (image, points, box) requests with one encoder pass for all uncached images.
-
-        Every prompt is validated first, so a bad request fails the call before any encoding
-        (`PromptError` names the request's index).
-        """
-        items = []
-        for index, (image, points, box) in enumerate(requests):
-            try:
-                items.append(self._request(image, points, box))
-            except PromptError as exc:
-                raise PromptError(f"request {index}: {exc}") from None
-        embeddings = self._embeddings_for([(key, rgb) for key, rgb, _ in items])
-        return [
-            self._decode(key, embedding, prompt, cached)
-            for (key, _, prompt), (embedding, cached) in zip(items, embeddings, strict=True)
-        ]
-
-    def segment_cached(
-        self, image_id: str, points: Sequence[Any] | None = None, box: Any = None
-    ) -> SegmentResult | None:
-        """`segment` by image id alone, for an image whose embedding is cached; None when it is not.
+    def segment_cached(self, image_id: str, points: Sequence[Any] | None = None, box: Any = None) -> SegmentResult:
+        """`segment` by image id alone, for an image whose embedding is cached; `NotCachedError` when it is not.
 
         Lets a caller in another process send a repeat click without the pixels.
         """
         with self._lock:
             embedding = self._embeddings.get(image_id)
             if embedding is None:
-                return None
+                raise NotCachedError(
+                    f"image_id {image_id!r} is not cached (never sent, or evicted since): send the image itself again"
+                )
             self._embeddings.move_to_end(image_id)
             self.cache_hits += 1
         height, width = embedding.original_size
-        prompt = validate_prompt(points, box, (width, height), self.max_points)
-        return self._decode(image_id, embedding, prompt, cached=True)
+        clicks = validate_clicks(points, box, (width, height), self.max_points)
+        return self._decode(image_id, embedding, clicks, cached=True)
 
     def encode_batch(self, images: Sequence[np.ndarray | Image.Image]) -> list[Encoded]:
         """Put every image's embedding in the cache; all the uncached ones go through ONE encoder pass."""
         items = []
         for image in images:
             rgb = to_rgb_array(image)
-            items.append((pixels_id(rgb), rgb))
+            items.append((image_id_of(rgb), rgb))
         outcomes = self._embeddings_for(items)
         return [Encoded(key, cached) for (key, _), (_, cached) in zip(items, outcomes, strict=True)]
 
@@ -237,11 +220,11 @@ class Segmenter:
 
     def _request(
         self, image: np.ndarray | Image.Image, points: Sequence[Any] | None, box: Any
-    ) -> tuple[str, np.ndarray, Prompt]:
-        """(image id, RGB pixels, validated prompt) of one request."""
+    ) -> tuple[str, np.ndarray, Clicks]:
+        """(image id, RGB pixels, validated clicks) of one request."""
         rgb = to_rgb_array(image)
-        prompt = validate_prompt(points, box, (rgb.shape[1], rgb.shape[0]), self.max_points)
-        return pixels_id(rgb), rgb, prompt
+        clicks = validate_clicks(points, box, (rgb.shape[1], rgb.shape[0]), self.max_points)
+        return image_id_of(rgb), rgb, clicks
 
     def _embeddings_for(self, items: Sequence[tuple[str, np.ndarray]]) -> list[tuple[ImageEmbedding, bool]]:
         """(embedding, was_cached) per item; the uncached images are encoded together in one pass.
@@ -325,7 +308,7 @@ class Segmenter:
 
     # --- decoding -----------------------------------------------------------------------------------
 
-    def _decode(self, key: str, embedding: ImageEmbedding, prompt: Prompt, cached: bool) -> SegmentResult:
+    def _decode(self, key: str, embedding: ImageEmbedding, clicks: Clicks, cached: bool) -> SegmentResult:
         from segment_anything import SamPredictor
 
         # A fresh predictor per call holds this call's image state, so threads never share one.
@@ -335,19 +318,19 @@ class Segmenter:
         predictor.input_size = embedding.input_size
         predictor.is_image_set = True
 
-        previous_logits = self._previous_logits(key, prompt)
-        coords = np.array([[p.x, p.y] for p in prompt.points], dtype=np.float64) if prompt.points else None
-        labels = np.array([p.label for p in prompt.points], dtype=np.int64) if prompt.points else None
+        previous_logits = self._previous_logits(key, clicks)
+        coords = np.array([[p.x, p.y] for p in clicks.points], dtype=np.float64) if clicks.points else None
+        labels = np.array([p.label for p in clicks.points], dtype=np.int64) if clicks.points else None
         masks, scores, low_res_logits = predictor.predict(
             point_coords=coords,
             point_labels=labels,
-            box=None if prompt.box is None else np.array(prompt.box, dtype=np.float64),
+            box=None if clicks.box is None else np.array(clicks.box, dtype=np.float64),
             mask_input=previous_logits,
             # A single click is ambiguous (shirt, person, group): let SAM propose three and keep the best.
-            multimask_output=len(prompt.points) == 1 and prompt.box is None,
+            multimask_output=len(clicks.points) == 1 and clicks.box is None,
         )
         best = int(np.argmax(scores))
-        self._keep_logits(key, prompt, low_res_logits[best : best + 1])
+        self._keep_logits(key, clicks, low_res_logits[best : best + 1])
         with self._lock:
             self.decoder_calls += 1
         return SegmentResult(
@@ -358,19 +341,19 @@ class Segmenter:
             used_mask_input=previous_logits is not None,
         )
 
-    def _previous_logits(self, key: str, prompt: Prompt) -> np.ndarray | None:
-        """Logits of the call that had exactly this prompt minus its last point (same box), when kept."""
-        if not prompt.points or prompt.without_last_point().is_empty:
+    def _previous_logits(self, key: str, clicks: Clicks) -> np.ndarray | None:
+        """Logits of the call that had exactly these clicks minus the last one (same box), when kept."""
+        if not clicks.points or clicks.without_last_point().is_empty:
             return None
         with self._lock:
-            logits = self._logits.get((key, prompt.without_last_point()))
+            logits = self._logits.get((key, clicks.without_last_point()))
             if logits is not None:
-                self._logits.move_to_end((key, prompt.without_last_point()))
+                self._logits.move_to_end((key, clicks.without_last_point()))
             return logits
 
-    def _keep_logits(self, key: str, prompt: Prompt, logits: np.ndarray) -> None:
+    def _keep_logits(self, key: str, clicks: Clicks, logits: np.ndarray) -> None:
         with self._lock:
-            self._logits[(key, prompt)] = logits
-            self._logits.move_to_end((key, prompt))
+            self._logits[(key, clicks)] = logits
+            self._logits.move_to_end((key, clicks))
             while len(self._logits) > self.cache_size * LOGITS_PER_IMAGE:
                 self._logits.popitem(last=False)

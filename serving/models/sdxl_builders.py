@@ -1,9 +1,11 @@
 """SDXL components for every profile, as a diffusers `StableDiffusionXLPipeline`.
 
-`real` loads a diffusers folder (`from_pretrained`) or a single `.safetensors` file (`from_single_file`),
-offline; `tiny` builds small seeded UNet/VAE/CLIP encoders from configs, with a 4-level VAE (latents are 1/8
-of the image, like SDXL) and CLIP's real vocabulary; `random-full` builds SDXL base's own configs with random
-weights. Whatever the profile, the same pipeline class and the same runner code use them.
+`real` loads, offline, every layout `sdxl_layouts.find_sdxl` accepts: a diffusers folder in full precision or its
+fp16 variant, a repo id in the local Hugging Face cache (`from_pretrained`), a single original-format `.safetensors`
+file (`sdxl_single_file`), with an fp16-safe VAE folder when present; `tiny` builds small seeded UNet/VAE/CLIP
+encoders from configs, with a 4-level VAE (latents are 1/8 of the image, like SDXL) and CLIP's real vocabulary;
+`random-full` builds SDXL base's own configs with random weights. Whatever the profile, the same pipeline class
+and the same runner code use them.
 """
 
 from __future__ import annotations
@@ -18,9 +20,26 @@ if TYPE_CHECKING:
     import torch
     from diffusers import StableDiffusionXLPipeline
 
+    from serving.models.sdxl_layouts import SdxlWeights
     from serving.settings import Settings
 
 SDXL_REPO_ID = "stabilityai/stable-diffusion-xl-base-1.0"
+SDXL_VAE_FOLDER = "sdxl-vae-fp16-fix"  # in the checkpoints folder: used instead of the model's VAE when present
+SDXL_VAE_FP16_REPO_ID = "madebyollin/sdxl-vae-fp16-fix"  # SDXL's VAE fine-tuned to run in float16 without NaNs
+
+# SDXL base's model_index.json: component -> (library, class). The folder checks, the download patterns and the
+# single-file loader's config folder all follow it.
+SDXL_PIPELINE_INDEX: dict[str, Any] = {
+    "_class_name": "StableDiffusionXLPipeline",
+    "force_zeros_for_empty_prompt": True,
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "tokenizer_2": ["transformers", "CLIPTokenizer"],
+    "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+}
 
 # SDXL base 1.0's scheduler (EulerDiscreteScheduler) as published in its scheduler_config.json.
 SDXL_SCHEDULER_CONFIG: dict[str, Any] = {
@@ -83,7 +102,10 @@ SDXL_TEXT_ENCODER_2_CONFIG: dict[str, Any] = {  # OpenCLIP ViT-bigG/14 text towe
     "hidden_act": "gelu",
 }
 
-# Tiny: same block types, narrow. cross_attention_dim = 32 + 32 (both encoders' hidden states are concatenated);
+# Tiny: same block types and the same rules as SDXL, narrow, so a tiny model saved in any layout (single file
+# included, see sdxl_single_file.py) loads through the real code: what the weights do not record (activations,
+# norm groups, the attention head split) follows SDXL's. The encoders differ in width, as SDXL's do (768, 1280).
+# cross_attention_dim = 32 + 64 (both encoders' hidden states are concatenated);
 # projection_class_embeddings_input_dim = 6 * addition_time_embed_dim + text_encoder_2.projection_dim.
 TINY_UNET_CONFIG: dict[str, Any] = {
     "sample_size": 64,
@@ -93,9 +115,9 @@ TINY_UNET_CONFIG: dict[str, Any] = {
     "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
     "block_out_channels": [32, 64],
     "layers_per_block": 2,
-    "attention_head_dim": [2, 4],
+    "attention_head_dim": [2, 4],  # heads of 16 channels (see sdxl_single_file.attention_heads)
     "transformer_layers_per_block": [1, 2],
-    "cross_attention_dim": 64,
+    "cross_attention_dim": 96,
     "use_linear_projection": True,
     "addition_embed_type": "text_time",
     "addition_time_embed_dim": 8,
@@ -106,26 +128,33 @@ TINY_VAE_CONFIG: dict[str, Any] = {
     **SDXL_VAE_CONFIG,
     "block_out_channels": [32, 32, 64, 64],  # four levels: latents at 1/8 of the image, like SDXL
     "layers_per_block": 1,
-    "norm_num_groups": 16,
     "sample_size": 512,
 }
 TINY_TEXT_ENCODER_CONFIG: dict[str, Any] = {
+    **SDXL_TEXT_ENCODER_CONFIG,
     "hidden_size": 32,
     "intermediate_size": 37,
     "num_hidden_layers": 2,
-    "num_attention_heads": 4,
+    "num_attention_heads": 2,
     "projection_dim": 32,
-    "hidden_act": "gelu",
+}
+TINY_TEXT_ENCODER_2_CONFIG: dict[str, Any] = {
+    **SDXL_TEXT_ENCODER_2_CONFIG,
+    "hidden_size": 64,
+    "intermediate_size": 37,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "projection_dim": 32,
 }
 
 
-def _clip_text_config(overrides: dict[str, Any]):
+def clip_text_config(fields: dict[str, Any]):
+    """A transformers `CLIPTextConfig`: SDXL's token ids and window, then `fields` (widths, depth, activation)."""
     from transformers import CLIPTextConfig
 
     # Ids as in SDXL's own text encoder configs; eos_token_id 2 makes CLIP pool at argmax(input_ids) = EOS.
-    return CLIPTextConfig(
-        vocab_size=49408, max_position_embeddings=77, bos_token_id=0, eos_token_id=2, pad_token_id=1, **overrides
-    )
+    defaults = {"vocab_size": 49408, "max_position_embeddings": 77, "bos_token_id": 0, "eos_token_id": 2}
+    return CLIPTextConfig(**{**defaults, "pad_token_id": 1, **fields})
 
 
 def build_sdxl_components(
@@ -147,9 +176,9 @@ def build_sdxl_components(
     torch.manual_seed(seed)
     vae = AutoencoderKL(**vae_config)
     torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(_clip_text_config(text_config))
+    text_encoder = CLIPTextModel(clip_text_config(text_config))
     torch.manual_seed(seed)
-    text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(text_config_2))
+    text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(text_config_2))
     return {
         "unet": unet.eval(),
         "vae": vae.eval(),
@@ -166,7 +195,7 @@ def build_tiny_sdxl(seed: int = 0) -> StableDiffusionXLPipeline:
     from diffusers import StableDiffusionXLPipeline
 
     components = build_sdxl_components(
-        TINY_UNET_CONFIG, TINY_VAE_CONFIG, TINY_TEXT_ENCODER_CONFIG, TINY_TEXT_ENCODER_CONFIG, seed
+        TINY_UNET_CONFIG, TINY_VAE_CONFIG, TINY_TEXT_ENCODER_CONFIG, TINY_TEXT_ENCODER_2_CONFIG, seed
     )
     return StableDiffusionXLPipeline(**components)
 
@@ -181,43 +210,65 @@ def build_random_full_sdxl(seed: int = 0) -> StableDiffusionXLPipeline:
     return StableDiffusionXLPipeline(**components)
 
 
-def sdxl_weights_present(path: Path) -> bool:
-    """A diffusers folder (has model_index.json) or a single .safetensors file."""
-    path = Path(path)
-    return (path / "model_index.json").is_file() or (path.is_file() and path.suffix == ".safetensors")
+def sdxl_weights(settings: Settings, prefer_fp16: bool = False) -> SdxlWeights:
+    """The settings' SDXL weights, inspected: MOODSHIFT_SDXL_MODEL (default checkpoints/sdxl-base; a path or a repo
+    id in the local Hugging Face cache) and the fp16-safe VAE (MOODSHIFT_SDXL_VAE, default
+    checkpoints/sdxl-vae-fp16-fix, used when present)."""
+    from serving.models.sdxl_layouts import find_sdxl
+
+    # A setting may name a repo id in the hub cache (a str); the default is a folder (a Path).
+    model = str(settings.sdxl_model) if settings.sdxl_model is not None else settings.sdxl_model_path
+    vae = settings.sdxl_vae or settings.checkpoints_dir / SDXL_VAE_FOLDER
+    return find_sdxl(model, vae=vae, vae_required=settings.sdxl_vae is not None, prefer_fp16=prefer_fp16)
 
 
-def load_sdxl(path: Path, dtype: torch.dtype | None = None) -> StableDiffusionXLPipeline:
-    """The `real` loader, offline: a diffusers folder or a single `.safetensors` checkpoint."""
-    from diffusers import StableDiffusionXLPipeline
+def load_sdxl(weights: SdxlWeights | Path | str, dtype: torch.dtype | None = None) -> StableDiffusionXLPipeline:
+    """The `real` loader, offline, for every layout `find_sdxl` accepts (given as its result or as a path/repo id).
+    Whatever stops it is a `WeightsError` naming the file and the fix."""
+    import torch
+    from diffusers import AutoencoderKL, StableDiffusionXLPipeline
 
-    path = Path(path)
-    if not sdxl_weights_present(path):
-        raise WeightsError(
-            f"SDXL model not found at {path}: expected a diffusers folder with model_index.json or a single "
-            f".safetensors file. Get {SDXL_REPO_ID} (https://huggingface.co/{SDXL_REPO_ID}) with "
-            f"`python -m serving weights --download`, or `huggingface-cli download {SDXL_REPO_ID} --local-dir "
-            f"{path}`, or set MOODSHIFT_SDXL_MODEL."
-        )
+    from serving.models.sdxl_layouts import HUB_CACHE, SINGLE_FILE, SdxlWeights, find_sdxl, how_to_get_sdxl
+    from serving.models.sdxl_single_file import load_single_file_sdxl
+    from serving.models.weight_files import safetensors_shapes
+
+    if not isinstance(weights, SdxlWeights):
+        weights = find_sdxl(weights, prefer_fp16=dtype == torch.float16)
+    if weights.problem:
+        raise WeightsError(weights.problem)
     try:
-        if path.is_dir():
-            pipe = StableDiffusionXLPipeline.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
-        else:
-            pipe = StableDiffusionXLPipeline.from_single_file(path, torch_dtype=dtype, local_files_only=True)
-    except Exception as exc:  # a partial download, a non-SDXL file, a missing config for a single file
+        vae = None
+        if weights.vae is not None:
+            vae = AutoencoderKL.from_pretrained(
+                weights.vae, variant=weights.vae_variant, torch_dtype=dtype, local_files_only=True
+            )
+        if weights.layout == SINGLE_FILE:
+            return load_single_file_sdxl(weights.path, safetensors_shapes(weights.path), dtype, vae)
+        return StableDiffusionXLPipeline.from_pretrained(
+            weights.path,
+            variant=weights.variant,
+            torch_dtype=dtype,
+            local_files_only=True,
+            **({"vae": vae} if vae is not None else {}),
+        )
+    except Exception as exc:  # what the checks cannot see: flipped bytes, a config that does not fit its weights
         raise WeightsError(
-            f"{path} could not be loaded as SDXL ({type(exc).__name__}: {str(exc)[:300]}). Use a complete diffusers "
-            f"folder of {SDXL_REPO_ID} or its sd_xl_base_1.0.safetensors file."
+            f"{weights.path} could not be loaded as SDXL ({type(exc).__name__}: {str(exc)[:300]}). "
+            f"{how_to_get_sdxl(None if weights.layout == HUB_CACHE else weights.path)}"
         ) from None
-    return pipe
 
 
-def build_sdxl(settings: Settings) -> tuple[StableDiffusionXLPipeline, ResolvedProfile, str]:
-    """The SDXL pipeline for the settings' profile: (pipeline, resolved profile, model name). Weights on CPU."""
-    path = settings.sdxl_model_path
-    resolved = resolve_profile(settings.stage_profile("diffusion"), sdxl_weights_present(path), f"SDXL model {path}")
+def build_sdxl(
+    settings: Settings, dtype: torch.dtype | None = None
+) -> tuple[StableDiffusionXLPipeline, ResolvedProfile, str]:
+    """The SDXL pipeline for the settings' profile: (pipeline, resolved profile, model name). Weights on CPU;
+    real weights load in `dtype` (the fp16 variant is preferred for float16)."""
+    import torch
+
+    weights = sdxl_weights(settings, prefer_fp16=dtype == torch.float16)
+    resolved = resolve_profile(settings.stage_profile("diffusion"), weights.problem, weights.label)
     if resolved.profile == "real":
-        return load_sdxl(path), resolved, f"sdxl {path.name}"
+        return load_sdxl(weights, dtype), resolved, f"sdxl {Path(weights.setting).name} ({weights.summary})"
     if resolved.profile == "random-full":
         return build_random_full_sdxl(settings.seed), resolved, "sdxl-base (random weights)"
     return build_tiny_sdxl(settings.seed), resolved, "sdxl-tiny (random weights)"

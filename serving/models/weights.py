@@ -1,73 +1,219 @@
-"""Which weights Moodshift expects, whether they are present, and fetching them where a network exists."""
+"""What `python -m serving weights` reports and fetches.
+
+For each stage: the weights the settings select, whether they are complete and intact (sizes; the sha256 prefix
+of SAM's official files), and what will run (profile, layout, variant, dtype, device, offload mode) and why;
+offline, in seconds (headers are read, not weights). `--download` fetches what is missing, exactly in the layouts
+the loaders load, where a network exists.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving.models.errors import WeightsError
-from serving.models.sdxl_builders import SDXL_REPO_ID, sdxl_weights_present
+from serving.models.memory import plan_offload, vae_dtype_for
+from serving.models.profiles import ResolvedProfile, resolve_device, resolve_dtype, resolve_profile
+from serving.models.sam_builders import find_sam
+from serving.models.sdxl_builders import SDXL_REPO_ID, SDXL_VAE_FOLDER, SDXL_VAE_FP16_REPO_ID, sdxl_weights
+from serving.models.sdxl_layouts import (
+    HUB_CACHE,
+    SINGLE_FILE,
+    component_parameters,
+    download_patterns,
+    hub_cache_snapshot,
+    is_repo_id,
+    vae_download_patterns,
+    vae_force_upcast,
+)
+from serving.models.weight_files import sha256_hex
 from serving.settings import SAM_CHECKPOINT_NAMES, Settings
 
+if TYPE_CHECKING:
+    import torch
+
 DOWNLOAD_TIMEOUT_S = 15.0
+_OFFICIAL_SAM = re.compile(r"sam_(vit_[hlb])_([0-9a-f]{6})\.pth")  # the hex is the start of the file's sha256
 
 
 @dataclass(frozen=True)
-class WeightsEntry:
-    """One expected weights file or folder."""
+class StageReport:
+    """One stage's weights and what runs. facts: (label, text) lines in order. problem: why the selected weights
+    cannot load (None when they load); broken: they are there but incomplete, damaged or of the wrong kind."""
 
     stage: str
+    profile: ResolvedProfile
+    facts: list[tuple[str, str]]
+    problem: str | None
+    broken: bool
+
+
+@dataclass(frozen=True)
+class Download:
+    """One thing `--download` fetches: a file from a URL, or files of a hub repo (`patterns`) into `destination`
+    (None: into the local Hugging Face cache, for a repo id setting)."""
+
     name: str
-    path: Path
-    present: bool
-    size_bytes: int
     source: str
-    selected: bool  # the one the settings use (others are alternatives)
+    destination: Path | None
+    patterns: list[str] | None = None
+    sha256_prefix: str | None = None
 
 
-def _size_of(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return 0
+def report_weights(settings: Settings, check_sha256: bool = True) -> list[StageReport]:
+    """The segment and diffusion stages' reports. check_sha256: hash the SAM file (about a second per GB)."""
+    device = resolve_device(settings)
+    dtype = resolve_dtype(settings, device)
+    return [_sam_report(settings, device, dtype, check_sha256), _sdxl_report(settings, device, dtype)]
 
 
-def list_weights(settings: Settings) -> list[WeightsEntry]:
-    """Every SAM variant and the SDXL model, with presence and size on disk."""
-    entries = []
-    for model_type, name in SAM_CHECKPOINT_NAMES.items():
-        selected = model_type == settings.sam_model_type
-        path = settings.sam_checkpoint_path if selected else settings.checkpoints_dir / name
-        entries.append(
-            WeightsEntry(
-                "segment",
-                f"SAM {model_type}",
-                path,
-                path.is_file(),
-                _size_of(path),
-                settings.sam_download_url.format(name=name),
-                selected,
-            )
-        )
-    sdxl = settings.sdxl_model_path
-    entries.append(
-        WeightsEntry(
-            "diffusion",
-            "SDXL base 1.0",
-            sdxl,
-            sdxl_weights_present(sdxl),
-            _size_of(sdxl),
-            f"https://huggingface.co/{SDXL_REPO_ID}",
-            True,
-        )
+def sam_sha256_note(path: Path, model_type: str) -> str:
+    """The file's sha256 prefix against the official file of the type it holds."""
+    digest = sha256_hex(path)[:12]
+    official = SAM_CHECKPOINT_NAMES.get(model_type)
+    if official is None:
+        return f"{digest}… (SAM {model_type} has no official file to compare with)"
+    expected = official_sha256_prefix(official)
+    if digest.startswith(expected):
+        return f"{digest}… matches the official {official}"
+    return (
+        f"{digest}… does not match the official {official} ({expected}…): a fine-tune, or a damaged download. "
+        f"It loads; if segmentation looks wrong, delete it and run `python -m serving weights --download`."
     )
-    return entries
+
+
+def official_sha256_prefix(name: str) -> str:
+    return _OFFICIAL_SAM.fullmatch(name)[2]  # type: ignore[index]
+
+
+def _sam_report(settings: Settings, device: torch.device, dtype: torch.dtype, check_sha256: bool) -> StageReport:
+    import torch
+
+    weights = find_sam(settings)
+    resolved = resolve_profile(settings.stage_profile("sam"), weights.problem, weights.label)
+    facts = []
+    if weights.problem:
+        facts.append(("weights", weights.problem))
+    else:
+        source = "read from the file" if weights.type_from_file else "MOODSHIFT_SAM_MODEL_TYPE"
+        size = human_size(weights.size_bytes)
+        facts.append(("weights", f"{weights.path}: SAM {weights.model_type} ({source}), {size}, intact"))
+        if check_sha256:
+            facts.append(("sha256", sam_sha256_note(weights.path, weights.model_type)))
+    half = dtype in (torch.float16, torch.bfloat16)
+    precision = f"image encoder {_name(dtype)} (autocast), decoder float32" if half else _name(dtype)
+    facts.append(("runs", f"profile {resolved.profile}{_why(resolved)}; {device.type}, {precision}"))
+    others = [name for name in SAM_CHECKPOINT_NAMES.values() if name != weights.path.name]
+    present = [f"{name} ({'present' if (settings.checkpoints_dir / name).is_file() else 'missing'})" for name in others]
+    facts.append(("others", f"in {settings.checkpoints_dir}: {', '.join(present)}"))
+    return StageReport("segment", resolved, facts, weights.problem, weights.path.is_file() and bool(weights.problem))
+
+
+def _sdxl_report(settings: Settings, device: torch.device, dtype: torch.dtype) -> StageReport:
+    import torch
+
+    weights = sdxl_weights(settings, prefer_fp16=dtype == torch.float16)
+    resolved = resolve_profile(settings.stage_profile("diffusion"), weights.problem, weights.label)
+    facts = []
+    if weights.problem:
+        facts.append(("weights", weights.problem))
+    else:
+        where = f"{weights.setting} -> {weights.path}" if weights.setting != str(weights.path) else str(weights.path)
+        size = human_size(weights.size_bytes)
+        facts.append(("weights", f"{where}: {weights.summary}, {size}, complete and intact"))
+        vae_dtype = vae_dtype_for(dtype, vae_force_upcast(weights))
+        if weights.vae:
+            facts.append(("vae", f"{weights.vae}, runs in {_name(vae_dtype)}"))
+        elif vae_dtype != dtype:
+            fp16_fix = settings.checkpoints_dir / SDXL_VAE_FOLDER
+            why = f"SDXL's VAE overflows in float16; an fp16-safe VAE in {fp16_fix} would run in float16"
+            facts.append(("vae", f"the model's own, runs in {_name(vae_dtype)} ({why})"))
+        else:
+            facts.append(("vae", f"the model's own, runs in {_name(vae_dtype)}"))
+    runs = f"profile {resolved.profile}{_why(resolved)}; {device.type}, {_name(dtype)}"
+    if resolved.profile == "real" and not weights.problem:
+        model_bytes = {
+            name: count * (vae_dtype if name == "vae" else dtype).itemsize
+            for name, count in component_parameters(weights).items()
+        }
+        plan = plan_offload(settings, device, dtype, model_bytes, settings.working_pixels)
+        runs += f", offload {plan.offload} ({plan.reason})"
+    elif device.type != "cuda":
+        plan = plan_offload(settings, device, dtype, {})
+        runs += f", offload {plan.offload} ({plan.reason})"
+    else:
+        runs += ", offload decided when the models load (GET /info says)"
+    facts.append(("runs", runs))
+    return StageReport(
+        "diffusion", resolved, facts, weights.problem, weights.layout is not None and bool(weights.problem)
+    )
+
+
+def _why(resolved: ResolvedProfile) -> str:
+    if resolved.reason is None:
+        return " (set by MOODSHIFT_PROFILE)"
+    return " (auto: no usable weights, see above)" if resolved.is_demo else f" ({resolved.reason})"
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).split(".")[-1]
+
+
+def human_size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""
+
+
+# --- downloads ---------------------------------------------------------------------------------------------------
+
+
+def missing_downloads(settings: Settings) -> list[Download]:
+    """What `--download` fetches for these settings: the SAM file when absent, SDXL in the fp16-variant diffusers
+    layout when absent or incomplete (resumed in place), and the fp16-safe VAE when absent."""
+    downloads = []
+    sam = find_sam(settings)
+    if not sam.path.is_file():
+        name = SAM_CHECKPOINT_NAMES[sam.model_type]
+        url = settings.sam_download_url.format(name=name)
+        downloads.append(Download(f"SAM {sam.model_type}", url, sam.path, sha256_prefix=official_sha256_prefix(name)))
+    sdxl = sdxl_weights(settings)
+    if sdxl.problem and sdxl.layout != SINGLE_FILE:
+        if sdxl.layout == HUB_CACHE or (sdxl.layout is None and is_repo_id(sdxl.setting)):
+            downloads.append(Download(f"SDXL {sdxl.setting}", sdxl.setting, None, download_patterns()))
+        else:
+            downloads.append(Download("SDXL base 1.0", SDXL_REPO_ID, sdxl.path, download_patterns()))
+    vae = settings.sdxl_vae or settings.checkpoints_dir / SDXL_VAE_FOLDER
+    if not vae.is_dir():
+        downloads.append(Download("SDXL VAE fp16-fix", SDXL_VAE_FP16_REPO_ID, vae, vae_download_patterns()))
+    return downloads
+
+
+def run_download(
+    download: Download, progress: Callable[[int, int], None] | None = None, timeout_s: float = DOWNLOAD_TIMEOUT_S
+) -> Path:
+    """Fetch one `Download`; a `WeightsError` with the manual way when it fails."""
+    if download.patterns is None:
+        assert download.destination is not None
+        path = download_file(download.source, download.destination, timeout_s, progress)
+        if download.sha256_prefix and not sha256_hex(path).startswith(download.sha256_prefix):
+            path.unlink()
+            raise WeightsError(
+                f"{download.source} did not give the official file (its sha256 does not start with "
+                f"{download.sha256_prefix}): the download was damaged or the URL serves another file. Run it again, "
+                f"or check MOODSHIFT_SAM_DOWNLOAD_URL."
+            )
+        return path
+    return download_repo(download.source, download.destination, download.patterns, timeout_s)
 
 
 def download_file(
@@ -102,23 +248,25 @@ def download_file(
     return destination
 
 
-def download_sdxl(destination: Path, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
-    """SDXL base in diffusers layout, fp16 safetensors only (about 7 GB)."""
+def download_repo(
+    repo_id: str, destination: Path | None, patterns: list[str], timeout_s: float = DOWNLOAD_TIMEOUT_S
+) -> Path:
+    """The files of `repo_id` matching `patterns`, into `destination` (a plain folder), or into the local Hugging
+    Face cache when it is None. Resumes a partial folder."""
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(timeout_s)))
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(int(timeout_s)))
     from huggingface_hub import snapshot_download
 
     try:
-        snapshot_download(
-            SDXL_REPO_ID,
-            local_dir=destination,
-            allow_patterns=["model_index.json", "*/*.json", "*/*.txt", "*/*.fp16.safetensors"],
-        )
+        folder = snapshot_download(repo_id, local_dir=destination, allow_patterns=patterns)
     except Exception as exc:  # the hub client raises many types (offline, DNS, HTTP); all mean the same here
         detail = " ".join(str(exc).split())[:200]
+        where = f" into {destination}" if destination else " into the Hugging Face cache (HF_HUB_CACHE)"
         raise WeightsError(
-            f"could not download {SDXL_REPO_ID} ({type(exc).__name__}: {detail}). Download it where a network "
-            f"exists (`huggingface-cli download {SDXL_REPO_ID} --local-dir {destination}`) and copy the folder here."
+            f"could not download {repo_id} ({type(exc).__name__}: {detail}). Download it where a network exists "
+            f"(`hf download {repo_id}`; checkpoints/README.md lists the files) and copy it{where}."
         ) from None
-    shutil.rmtree(Path(destination) / ".cache", ignore_errors=True)
-    return Path(destination)
+    if destination is not None:
+        shutil.rmtree(Path(destination) / ".cache", ignore_errors=True)
+        return Path(destination)
+    return hub_cache_snapshot(repo_id) or Path(folder)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from tests.fake_ollama import FakeOllama, default_replies
+from serving.ollama_standin import FakeOllama, default_replies
 from tests.reliability.server import SUITE_ENV, LiveService
 
 GROUPS = {

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from serving.bench.server_process import free_port, stop_process_tree
+from serving.processes import free_port, stop_process_tree
 
 REPO = Path(__file__).resolve().parents[2]
 # The real service classes, imported through a module that adds one marker-triggered fault (see fault_service.py).

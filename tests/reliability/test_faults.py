@@ -16,13 +16,13 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from serving.settings import get_settings
 from tests.reliability import FAULT_MARKER
 from tests.reliability.files import b64, encode, photo, subject_mask
 from tests.reliability.server import OLLAMA_TIMEOUT_S
-from tests.ui.test_app import click, upload
+from tests.ui.studio_driver import click, upload
 from ui.history import EditRecord, HistoryStore
 from ui.panels import generate
+from ui.settings import get_settings
 
 pytestmark = pytest.mark.slow
 

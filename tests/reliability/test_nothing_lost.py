@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from serving.settings import get_settings
 from tests.reliability.server import REPO
 from ui import history
 from ui.history import EditRecord, HistoryStore
+from ui.settings import get_settings
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Fixtures of the UI tests: the stand-in service and photos as upload bytes."""
+"""Fixtures of the UI tests: the studio's own settings kept fresh, the stand-in service, photos as upload bytes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,15 @@ from PIL import Image
 
 from tests.ui.fake_service import FakeService
 from tests.ui.photos import png_bytes
+from ui.settings import get_settings
+
+
+@pytest.fixture(autouse=True)
+def fresh_studio_settings(isolated_settings) -> Iterator[None]:
+    """The studio's settings are read anew in each test, after `isolated_settings` has cleaned the environment."""
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture()

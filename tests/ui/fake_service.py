@@ -1,13 +1,19 @@
 """A stand-in for the Moodshift service that speaks the HTTP contract with simple deterministic logic.
 
-- /segment: the mask is a disc around each positive point minus a smaller disc around each negative one.
+- /info: the service's own edit options table (`serving.core.edit_options`), with `option_defaults` in place of
+  the `MOODSHIFT_DEFAULT_*` settings (or `options` rows given as they are), and the default `limits`.
+- /segment: the mask is a disc around each positive point minus a smaller disc around each negative one; images
+  are decoded and named (`image_id`) by the service's own functions, and a repeat click may send the id instead.
 - /mood and /prompt: fixed answers (heuristic / template sources).
-- /edit_submit + /edit_status: a job advances one step per status poll; the result keeps the subject's
-  pixels and paints the background a colour derived from the seed.
+- /edit_submit + /edit_status: options are checked as the service checks them; a job advances one step per status
+  poll; the result keeps the subject's pixels and paints the background a colour derived from the seed.
+- Caller mistakes get the service's statuses: 400 (bad image, point outside it, bad option), 404 (unknown job),
+  409 (an image_id no longer cached), 413 (an image over the pixel limit).
 - `fail[endpoint] = (status, message)` makes an endpoint answer with an error; `stop()` takes it down.
 - `requests` records every call as `(method, path, json_body)`.
 
-Run it alone for manual UI work: `python -m tests.ui.fake_service --port 3000`.
+`tests/ui/test_fake_service_contract.py` checks it answers like the real service. Run it alone for manual UI work:
+`python -m tests.ui.fake_service --port 3000`.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import hashlib
 import io
 import json
 import threading
+import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -25,7 +32,17 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from serving.core.edit_options import EDIT_OPTIONS, EditOptions, check_edit_options, info_table
+from serving.core.errors import NotCachedError, NotFoundError, TooLargeError
+from serving.core.images import decode_base64_image, image_id_of, to_rgb_array
+from serving.settings import Settings
+
 FAKE_KEYWORDS = ["calm", "warm", "soft"]
+CANCELLED_MESSAGE = "cancelled by the caller"
+# The service's default limits (its settings' field defaults, not this process's environment).
+DEFAULT_LIMITS = {
+    name: Settings.model_fields[name].default for name in ("max_upload_mb", "max_image_pixels", "max_points")
+}
 
 
 def disc_mask(width: int, height: int, points: list[dict[str, Any]], radius: float) -> np.ndarray:
@@ -33,10 +50,10 @@ def disc_mask(width: int, height: int, points: list[dict[str, Any]], radius: flo
     ys, xs = np.mgrid[0:height, 0:width]
     mask = np.zeros((height, width), bool)
     for point in points:
-        if int(point["label"]) == 1:
+        if int(point.get("label", 1)) == 1:
             mask |= (xs - point["x"]) ** 2 + (ys - point["y"]) ** 2 <= radius**2
     for point in points:
-        if int(point["label"]) == 0:
+        if int(point.get("label", 1)) == 0:
             mask &= (xs - point["x"]) ** 2 + (ys - point["y"]) ** 2 > (radius / 2) ** 2
     return mask
 
@@ -53,13 +70,22 @@ def _png_b64(array: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _decode(data: str) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+def _decode(data: str, max_pixels: int) -> np.ndarray:
+    """HWC uint8 RGB, decoded exactly as the service decodes an upload (EXIF orientation, pixel limit, formats)."""
+    return to_rgb_array(decode_base64_image(data, max_pixels))
+
+
+def _check_points(points: list[dict[str, Any]], width: int, height: int) -> None:
+    for index, point in enumerate(points):
+        x, y = point["x"], point["y"]
+        if not (0 <= x < width and 0 <= y < height):
+            raise ValueError(f"point {index} ({x:g}, {y:g}) is outside the {width}×{height} image")
 
 
 @dataclass
 class _Job:
     body: dict[str, Any]
+    options: EditOptions
     total: int
     step: int = 0
     state: str = "queued"
@@ -72,6 +98,9 @@ class FakeService:
 
     demo_models: bool = True
     notice: str | None = "Demo models with random weights: results are noise."
+    option_defaults: dict[str, Any] = field(default_factory=dict)  # as MOODSHIFT_DEFAULT_<NAME> sets them
+    options: list[dict[str, Any]] | None = None  # /info's rows as given; None: the service's table
+    limits: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     disc_radius_fraction: float = 0.2
     steps_per_poll: int = 1
     fail: dict[str, tuple[int, str]] = field(default_factory=dict)
@@ -82,7 +111,7 @@ class FakeService:
 
     def __post_init__(self) -> None:
         self._jobs: dict[str, _Job] = {}
-        self._seen_images: set[str] = set()
+        self._images: dict[str, np.ndarray] = {}  # by image_id: what a repeat click may name instead of sending
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -173,8 +202,14 @@ class FakeService:
             return
         try:
             handler._send(200, route(body or {}))
-        except (KeyError, ValueError, OSError) as exc:
-            handler._send(400, {"error": f"bad request: {exc!r}"})
+        except TooLargeError as exc:
+            handler._send(413, {"error": str(exc)})
+        except NotFoundError as exc:
+            handler._send(404, {"error": str(exc)})
+        except NotCachedError as exc:
+            handler._send(409, {"error": str(exc)})
+        except (KeyError, ValueError, TypeError, OSError) as exc:
+            handler._send(400, {"error": f"bad request: {exc!r}" if isinstance(exc, KeyError) else str(exc)})
 
     def _info(self, _: dict[str, Any]) -> dict[str, Any]:
         profile = "tiny" if self.demo_models else "real"
@@ -190,26 +225,40 @@ class FakeService:
             "versions": {"moodshift": "fake"},
             "demo_models": self.demo_models,
             "notice": self.notice if self.demo_models else None,
+            "options": self.options if self.options is not None else info_table(self.option_defaults),
+            "limits": dict(self.limits),
         }
 
-    def _mask(self, image: Image.Image, points: list[dict[str, Any]]) -> np.ndarray:
-        radius = self.disc_radius_fraction * min(image.size)
-        return disc_mask(image.width, image.height, points, radius)
+    def _image(self, data: str) -> np.ndarray:
+        return _decode(data, int(self.limits["max_image_pixels"]))
+
+    def _mask(self, image: np.ndarray, points: list[dict[str, Any]]) -> np.ndarray:
+        height, width = image.shape[:2]
+        return disc_mask(width, height, points, self.disc_radius_fraction * min(width, height))
 
     def _segment(self, body: dict[str, Any]) -> dict[str, Any]:
-        image = _decode(body["image"])
         points = body["points"]
         if not points:
-            raise ValueError("points must not be empty")
-        image_id = hashlib.sha256(base64.b64decode(body["image"])).hexdigest()[:16]
-        with self._lock:
-            cached = image_id in self._seen_images
-            self._seen_images.add(image_id)
+            raise ValueError("no clicks: give at least one point or a box")
+        if body.get("image") is not None:
+            image = self._image(body["image"])
+            image_id = image_id_of(image)
+            with self._lock:
+                cached = image_id in self._images
+                self._images[image_id] = image
+        else:
+            image_id = str(body["image_id"])
+            with self._lock:
+                image = self._images.get(image_id)
+            if image is None:
+                raise NotCachedError(f"image_id {image_id!r} is not cached (any more): send the image itself")
+            cached = True
+        _check_points(points, image.shape[1], image.shape[0])
         mask = self._mask(image, points)
         return {"mask": _png_b64(mask.astype(np.uint8) * 255), "score": 0.9, "image_id": image_id, "cached": cached}
 
     def _mood(self, body: dict[str, Any]) -> dict[str, Any]:
-        _decode(body["image"])
+        self._image(body["image"])
         return {"keywords": list(FAKE_KEYWORDS), "source": "heuristic", "reason": "Ollama is not reachable (fake)"}
 
     def _prompt(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -217,42 +266,53 @@ class FakeService:
         prompt = ", ".join(word for word in words if word) + ", cinematic lighting, highly detailed"
         return {"prompt": prompt, "tokens": len(prompt.split()) + 2, "source": "template", "reason": "fake"}
 
-    def _result(self, body: dict[str, Any]) -> dict[str, Any]:
-        image = _decode(body["image"])
+    def _options(self, body: dict[str, Any]) -> EditOptions:
+        """The edit's options checked as the service checks them (400 naming a bad one), the seed drawn if absent."""
+        return check_edit_options({name: body.get(name) for name in EDIT_OPTIONS}, self.option_defaults)
+
+    def _result(self, body: dict[str, Any], options: EditOptions) -> dict[str, Any]:
+        image = self._image(body["image"])
         if body.get("mask"):
-            subject = np.asarray(_decode(body["mask"]).convert("L")) >= 128
+            mask = Image.open(io.BytesIO(base64.b64decode(body["mask"]))).convert("L")
+            subject = np.asarray(mask) >= 128
         else:
             subject = self._mask(image, body["points"])
-        seed = int(body.get("seed", 0))
-        variants = int(body.get("variants", 1))
         images = []
-        for seed_i in range(seed, seed + variants):
-            out = np.asarray(image).copy()
-            out[~subject] = seed_color(seed_i)
+        for seed in options.seeds:
+            out = image.copy()
+            out[~subject] = seed_color(seed)
             images.append(_png_b64(out))
         prompt = body.get("prompt") or f"{body.get('user_keyword', '')}, fake template prompt"
         return {
             "images": images,
-            "seeds": list(range(seed, seed + variants)),
+            "seeds": options.seeds,
             "prompt": prompt,
+            "prompt_source": "user" if body.get("prompt") else "template",
+            "tokens": len(prompt.split()) + 2,
+            "image_id": image_id_of(image),
             "timings": {"segment_s": 0.0, "diffusion_s": 0.01, "total_s": 0.02},
-            "image_id": hashlib.sha256(base64.b64decode(body["image"])).hexdigest()[:16],
         }
 
     def _edit(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._result(body)
+        return self._result(body, self._options(body))
 
     def _submit(self, body: dict[str, Any]) -> dict[str, Any]:
-        _decode(body["image"])
-        total = int(body.get("steps", 30))
+        self._image(body["image"])
+        options = self._options(body)
         with self._lock:
-            job_id = f"job-{len(self._jobs) + 1}"
-            self._jobs[job_id] = _Job(body=body, total=total)
-        return {"job_id": job_id, "total_steps": total}
+            job_id = uuid.uuid4().hex
+            self._jobs[job_id] = _Job(body=body, options=options, total=options.denoising_steps)
+        return {"job_id": job_id, "total_steps": options.denoising_steps}
+
+    def _job(self, job_id: Any) -> _Job:
+        job = self._jobs.get(str(job_id))
+        if job is None:
+            raise NotFoundError(f"no edit job with id {job_id!r} (unknown or expired)")
+        return job
 
     def _status(self, body: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
-            job = self._jobs[body["job_id"]]
+            job = self._job(body["job_id"])
             if job.state in ("queued", "running"):
                 job.state = "running"
                 job.step = min(job.total, job.step + self.steps_per_poll)
@@ -260,23 +320,27 @@ class FakeService:
                     job.state = "failed"
                 elif job.step >= job.total:
                     job.state = "done"
+            stage = "diffusion" if job.state in ("running", "failed", "cancelled") else job.state
             answer: dict[str, Any] = {
                 "job_id": body["job_id"],
                 "state": job.state,
+                "stage": stage,
                 "step": job.step,
                 "total": job.total,
             }
         if job.state == "done":
             if job.result is None:
-                job.result = self._result(job.body)
+                job.result = self._result(job.body, job.options)
             answer["result"] = job.result
         if job.state == "failed":
             answer["error"] = self.fail_job
+        if job.state == "cancelled":
+            answer["error"] = CANCELLED_MESSAGE
         return answer
 
     def _cancel(self, body: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
-            job = self._jobs[body["job_id"]]
+            job = self._job(body["job_id"])
             if job.state in ("queued", "running"):
                 job.state = "cancelled"
             return {"job_id": body["job_id"], "state": job.state}

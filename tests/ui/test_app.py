@@ -1,103 +1,42 @@
 """The studio driven with Streamlit's AppTest against the stand-in service.
 
-AppTest cannot run the canvas's JavaScript, so a click is simulated the way the browser reports it: the
-component's value (`{"drawing": {"raw": fabric JSON}, "backgroundFit": ...}`) is set through session_state,
-with each point drawn exactly as the 0.13 point tool draws it from the props the app gave the canvas. The app's
-own code then turns that into points, /segment calls, the overlay and the rest.
+Clicks are simulated as the browser reports them (see `tests.ui.studio_driver`); the app's own code then turns
+them into points, /segment calls, the overlay and the rest.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import json
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from serving.settings import get_settings
+from serving.core.edit_options import info_table
 from tests.ui.fake_service import FakeService
+from tests.ui.studio_driver import (
+    APP,
+    assert_no_exception,
+    canvas_background,
+    canvas_props,
+    click,
+    generate_edit,
+    start_studio,
+    texts,
+    upload,
+)
 from ui.client import JobStatus
 from ui.history import EditRecord, HistoryStore
 from ui.overlay import MASK_TINT
 from ui.panels import generate
-
-APP = Path(__file__).resolve().parents[2] / "ui" / "app.py"
-
-
-# --- driving the app --------------------------------------------------------------------------------------------
-
-
-def start_studio(service_url: str, monkeypatch: pytest.MonkeyPatch) -> AppTest:
-    monkeypatch.setenv("MOODSHIFT_SERVICE_URL", service_url)
-    get_settings.cache_clear()
-    monkeypatch.setattr(generate, "POLL_INTERVAL_S", 0.01)
-    return AppTest.from_file(str(APP), default_timeout=30).run()
+from ui.settings import get_settings
 
 
 @pytest.fixture()
 def studio(fake_service, monkeypatch) -> AppTest:
     return start_studio(fake_service.url, monkeypatch)
-
-
-def upload(at: AppTest, name: str, data: bytes) -> AppTest:
-    at.file_uploader(key="upload").upload(name, data, "image/png")
-    return at.run()
-
-
-def canvas_props(at: AppTest) -> dict[str, Any]:
-    """What the app passed to st_canvas in the last run (the component's JSON props)."""
-
-    def walk(node):
-        yield node
-        for child in getattr(node, "children", {}).values():
-            yield from walk(child)
-
-    for node in walk(at._tree):
-        proto = getattr(node, "proto", None)
-        if type(proto).__name__ == "BidiComponent" and "drawable_canvas" in proto.component_name:
-            return json.loads(proto.json)
-    raise AssertionError("no canvas on the page")
-
-
-def canvas_background(at: AppTest) -> np.ndarray:
-    url = canvas_props(at)["backgroundImageURL"]
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
-
-
-def click(at: AppTest, x: float, y: float) -> AppTest:
-    """A click at canvas (x, y) as the browser reports it: all points so far plus a new Circle, and the fit."""
-    props = canvas_props(at)
-    key = f"canvas-{at.session_state.canvas_gen}"
-    current = at.session_state[key]["drawing"]["raw"] if key in at.session_state else props["initialDrawing"]
-    radius, stroke = props["displayRadius"], props["strokeWidth"]
-    circle = {  # as streamlit_drawable_canvas 0.13's point tool creates it (frontend source)
-        "type": "Circle", "left": x - (radius + stroke / 2), "top": y, "originX": "left", "originY": "center",
-        "radius": radius, "strokeWidth": stroke, "stroke": props["strokeColor"], "fill": props["fillColor"],
-    }  # fmt: skip
-    background = canvas_background(at)
-    height, width = background.shape[:2]
-    # The frontend's "contain" fit of the background into the canvas.
-    scale = min(props["canvasWidth"] / width, props["canvasHeight"] / height)
-    fit = {
-        "naturalWidth": width, "naturalHeight": height, "scaleX": scale, "scaleY": scale,
-        "offsetX": (props["canvasWidth"] - width * scale) / 2, "offsetY": (props["canvasHeight"] - height * scale) / 2,
-    }  # fmt: skip
-    drawing = {**current, "objects": [*current.get("objects", []), circle]}
-    at.session_state[key] = {"drawing": {"raw": drawing, "data": None}, "backgroundFit": fit}
-    return at.run()
-
-
-def texts(elements) -> list[str]:
-    return [element.value for element in elements]
-
-
-def assert_no_exception(at: AppTest) -> None:
-    assert not at.exception, [e.message for e in at.exception]
 
 
 # --- tests ------------------------------------------------------------------------------------------------------
@@ -219,15 +158,12 @@ def test_generate_follows_the_job_and_saves_a_history_entry(studio, fake_service
     at.slider(key="steps").set_value(3)
     at.slider(key="variants").set_value(2)
     at.slider(key="feather").set_value(4)
-    at = click(upload(at.run(), "big.png", big_photo_png), 280, 186)
-    at.text_input(key="user_word").input("forest")
-    at = at.run()
-    at.button(key="generate").click()
-    at = at.run()
+    at = generate_edit(at.run(), big_photo_png)
     assert_no_exception(at)
 
     body = fake_service.calls("/edit_submit")[-1]
     assert body["seed"] == 42 and body["steps"] == 3 and body["variants"] == 2 and body["feather"] == 4
+    assert {row["name"] for row in info_table()} <= set(body)  # every option the service lists is sent
     assert body["prompt"] == "forest, calm, warm, soft, cinematic lighting, highly detailed"
     mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["mask"]))))
     assert mask.shape == (1000, 1500) and mask[498, 750] == 255  # the mask the user saw, at full size
@@ -238,7 +174,9 @@ def test_generate_follows_the_job_and_saves_a_history_entry(studio, fake_service
     entry = entries[0]
     record = entry.record
     assert record.prompt == body["prompt"] and record.seeds == [42, 43]
-    assert record.params == {"seed": 42, "steps": 3, "guidance": 7.0, "variants": 2, "feather": 4, "strength": 1.0}
+    # Every option of the service's table is recorded (the negative prompt on its own: `record.negative_prompt`).
+    assert record.params == {"seed": 42, "steps": 3, "guidance": 7.0, "variants": 2, "feather": 4, "strength": 1.0,
+                             "shrink_steps": 0}  # fmt: skip
     assert record.timings["total_s"] == 0.02 and record.timings["wall_s"] > 0
     assert record.image_id == at.session_state.segmentation.image_id
     assert record.user_keyword == "forest" and record.keywords == ["calm", "warm", "soft"]
@@ -252,11 +190,7 @@ def test_generate_follows_the_job_and_saves_a_history_entry(studio, fake_service
 
 def test_a_failed_generation_says_why_and_saves_nothing(studio, fake_service, big_photo_png):
     fake_service.fail_job = "CUDA out of memory"
-    at = click(upload(studio, "big.png", big_photo_png), 280, 186)
-    at.text_input(key="user_word").input("forest")
-    at = at.run()
-    at.button(key="generate").click()
-    at = at.run()
+    at = generate_edit(studio, big_photo_png)
     assert_no_exception(at)
     assert any("Generation failed." in e and "CUDA out of memory" in e for e in texts(at.error))
     assert HistoryStore(get_settings().history_dir).list() == []

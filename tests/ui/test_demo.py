@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from serving.bench.server_process import free_port, port_is_closed
 from serving.cli import app
+from serving.processes import free_port, port_is_closed
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.bench.server_process import free_port, port_is_closed
+from serving.processes import free_port, port_is_closed
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts"

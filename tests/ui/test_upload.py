@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.ui.photos import png_bytes
-from ui.upload import UploadError, read_upload
+from ui.upload import UploadError, UploadLimits, read_upload
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -66,3 +66,13 @@ def test_something_that_is_not_an_image_is_refused(data):
 def test_an_empty_file_is_refused():
     with pytest.raises(UploadError, match=r"empty\.png is empty"):
         read_upload("empty.png", b"", 25, 40_000_000)
+
+
+def test_upload_limits_come_from_the_services_info_and_fall_back_to_the_studios():
+    fallback = UploadLimits(max_mb=25.0, max_pixels=40_000_000)
+    info = {"limits": {"max_upload_mb": 2.5, "max_image_pixels": 1_000_000, "max_points": 64}}
+    assert UploadLimits.from_info(info, fallback) == UploadLimits(2.5, 1_000_000)
+    assert UploadLimits.from_info(None, fallback) == fallback  # the service has not answered
+    assert UploadLimits.from_info({"device": "cpu"}, fallback) == fallback  # an older service without limits
+    bad = {"limits": {"max_upload_mb": "a lot", "max_image_pixels": -1}}
+    assert UploadLimits.from_info(bad, fallback) == fallback

@@ -6,8 +6,8 @@ from functools import partial
 
 import streamlit as st
 
-from serving.settings import get_settings
 from ui.history import HistoryEntry, HistoryStore
+from ui.settings import get_settings
 
 COLUMNS = 3
 
@@ -49,12 +49,9 @@ def reuse(entry_id: str) -> None:
     state.keywords_text = ", ".join(record.keywords)
     state.random_seed = False
     state.seed = int(record.seeds[0] if record.seeds else params.get("seed", 0))
-    for key in ("steps", "variants", "feather"):
-        if key in params:
-            state[key] = int(params[key])
-    for key in ("guidance", "strength"):
-        if key in params:
-            state[key] = float(params[key])
+    for option in state.edit_options:  # the options this service still has; each kept inside its bounds
+        if option.name in params and option.name != "seed":
+            state[option.name] = option.clamp(params[option.name])
     if record.negative_prompt is not None:
         state.negative_prompt = record.negative_prompt
     state.goto_studio = True

@@ -12,13 +12,13 @@ from typing import Any
 import streamlit as st
 from PIL import Image
 
-from serving.settings import get_settings
 from ui.client import EditResult, JobStatus, ServiceError, encode_image, get_client
 from ui.feedback import show_service_error
 from ui.history import EditRecord, HistoryEntry, HistoryStore
 from ui.overlay import compare_split, fit_within
 from ui.panels.prompt import keywords
-from ui.sidebar import current_params
+from ui.settings import get_settings
+from ui.sidebar import edit_request_fields
 from ui.upload import SourceImage
 
 POLL_INTERVAL_S = 0.4
@@ -45,7 +45,7 @@ def _block_reason() -> str | None:
 def _submit(source: SourceImage) -> None:
     state = st.session_state
     state.job_error = None
-    request = current_params().request_fields()
+    request = edit_request_fields()
     body: dict[str, Any] = {"image": source.b64, "mask": encode_image(state.segmentation.mask_png), **request}
     if state.prompt_text.strip():
         body["prompt"] = state.prompt_text.strip()
@@ -65,7 +65,7 @@ def _submit(source: SourceImage) -> None:
         "source": source,
         "image_id": state.segmentation.image_id,
         "params": {key: value for key, value in request.items() if key != "negative_prompt"},
-        "negative_prompt": request["negative_prompt"],
+        "negative_prompt": request.get("negative_prompt"),
         "prompt": body.get("prompt", ""),
         "user_keyword": body.get("user_keyword", ""),
         "keywords": body.get("keywords", []),
@@ -224,8 +224,8 @@ def render_results() -> None:
         st.caption(record.prompt)
         params = record.params
         st.caption(
-            f"Seed {result.seeds[choice]} · {params['steps']} steps · guidance {params['guidance']} · "
-            f"feather {params['feather']} px"
+            f"Seed {result.seeds[choice]} · {params.get('steps', '?')} steps · "
+            f"guidance {params.get('guidance', '?')} · feather {params.get('feather', '?')} px"
         )
         total = record.timings.get("total_s") or record.timings.get("wall_s")
         if total is not None:

@@ -6,8 +6,15 @@ import math
 
 import streamlit as st
 
-from serving.settings import get_settings
-from ui.upload import ACCEPTED_TYPES, SourceImage, UploadError, read_upload
+from ui.service_info import last_info
+from ui.settings import get_settings
+from ui.upload import ACCEPTED_TYPES, SourceImage, UploadError, UploadLimits, read_upload
+
+
+def upload_limits() -> UploadLimits:
+    """The service's limits once its /info has answered; the studio's own settings until then."""
+    settings = get_settings()
+    return UploadLimits.from_info(last_info(), UploadLimits(settings.max_upload_mb, settings.max_image_pixels))
 
 
 def set_source(source: SourceImage | None) -> None:
@@ -34,23 +41,23 @@ def _on_upload() -> None:
     if upload is None:  # the user removed the file
         set_source(None)
         return
-    settings = get_settings()
+    limits = upload_limits()
     try:
-        set_source(read_upload(upload.name, upload.getvalue(), settings.max_upload_mb, settings.max_image_pixels))
+        set_source(read_upload(upload.name, upload.getvalue(), limits.max_mb, limits.max_pixels))
     except UploadError as exc:
         st.session_state.upload_error = str(exc)
 
 
 def render() -> SourceImage | None:
     """The uploader; returns the photo being edited (kept across reruns and page switches)."""
-    settings = get_settings()
+    limits = upload_limits()
     st.file_uploader(
         "Photo",
         type=list(ACCEPTED_TYPES),
-        max_upload_size=max(1, math.ceil(settings.max_upload_mb)),
+        max_upload_size=max(1, math.ceil(limits.max_mb)),
         key="upload",
         on_change=_on_upload,
-        help=f"PNG, JPEG or WebP, up to {settings.max_upload_mb:g} MB and {settings.max_image_pixels / 1e6:g} MP.",
+        help=f"PNG, JPEG or WebP, up to {limits.max_mb:g} MB and {limits.max_pixels / 1e6:g} MP.",
     )
     if st.session_state.upload_error:
         st.error(st.session_state.upload_error, icon=":material/broken_image:")

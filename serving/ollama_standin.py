@@ -1,4 +1,4 @@
-"""A stand-in Ollama server for tests and the demo's `--fake-ollama`: scripted replies, no model.
+"""A stand-in Ollama server with scripted replies and no model: the demo's `--fake-ollama`, and the tests' Ollama.
 
 Speaks `/api/chat`, `/api/generate` (streaming NDJSON or one JSON object, as the request's `stream` says) and
 `/api/tags`; answers 404 "model not found" for a model it has no reply for; can be slow before answering or
@@ -7,7 +7,7 @@ between streamed chunks. Threaded, on 127.0.0.1, a random port by default.
     with FakeOllama({"llava": "calm, warm", "llama2": "misty forest, soft light"}) as fake:
         ...  # point MOODSHIFT_OLLAMA_HOST at fake.url
 
-    python -m tests.fake_ollama --port 11434
+    python -m serving.ollama_standin --port 11434
 """
 
 from __future__ import annotations
@@ -259,7 +259,7 @@ def _done() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.fake_ollama", description="Run a stand-in Ollama server with scripted replies."
+        prog="python -m serving.ollama_standin", description="Run a stand-in Ollama server with scripted replies."
     )
     parser.add_argument("--port", type=int, default=11434, help="port on 127.0.0.1 (0 = any free port)")
     parser.add_argument("--mood-model", default="llava", help="model name that answers the mood question")

@@ -1,0 +1,55 @@
+"""The gateway's request bodies. The edit options' fields (type, help, bounds shown in the OpenAPI schema) are built
+from the options table; their values are checked where the edit enters the pipeline (`check_edit_options`), the
+same check the CLI's options get, so the body parses types and nothing is validated twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, create_model
+
+from serving.core.clicks import Point
+from serving.core.edit_options import EDIT_OPTIONS, EditOption
+
+
+def _schema_bounds(option: EditOption) -> dict[str, Any]:
+    if option.choices:
+        return {"enum": list(option.choices)}
+    if option.kind is bool:
+        return {}
+    if option.kind is str:
+        return {"maxLength": option.maximum}
+    low = "exclusiveMinimum" if option.above_minimum else "minimum"
+    return {low: option.minimum, "maximum": option.maximum}
+
+
+def _option_field(option: EditOption) -> tuple[Any, Any]:
+    description = f"{option.help} {option.allowed[0].upper()}{option.allowed[1:]}; default from the service."
+    return option.kind | None, Field(None, description=description, json_schema_extra=_schema_bounds(option))
+
+
+EditOptionsBody = create_model(
+    "EditOptionsBody", **{name: _option_field(option) for name, option in EDIT_OPTIONS.items()}
+)
+
+
+class EditBody(EditOptionsBody):  # type: ignore[misc, valid-type]
+    """The body of /edit and /edit_submit: the photo, what to keep (mask or clicks), what to write, options."""
+
+    image: str = Field(description="The photo, base64 PNG/JPEG.")
+    mask: str | None = Field(None, description="Subject mask, base64 PNG, image size, white = subject.")
+    points: list[Point] | None = Field(None, description="Clicks to segment the subject with (instead of mask).")
+    box: list[float] | None = Field(
+        None, description="Box [x0, y0, x1, y1] around the subject (with/instead of points)."
+    )
+    prompt: str | None = Field(None, description="The SDXL prompt; or give user_keyword to have one written.")
+    user_keyword: str | None = Field(None, description="Your word (forest, galaxy...) for the prompt writer.")
+    keywords: list[str] | None = Field(None, description="Mood keywords (default: read from the photo).")
+
+    def options(self) -> dict[str, Any]:
+        """The edit options as given (None = the service's default)."""
+        return {name: getattr(self, name, None) for name in EDIT_OPTIONS}
+
+
+__all__ = ["EditBody", "Point"]

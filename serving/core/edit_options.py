@@ -1,0 +1,228 @@
+"""The edit options in one table: the name, type, default, bounds and help of every option an edit takes.
+
+Everything else is built from `EDIT_OPTIONS`: the settings' `MOODSHIFT_DEFAULT_*` fields and their bounds, the HTTP
+body fields, the CLI's options, the `options` table of `GET /info` (from which the studio draws its controls), and
+`check_edit_options`, the one validation of an edit's options, run where a request enters.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import random
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from serving.core.errors import InputError
+
+MAX_VARIANTS = 8
+# Variants take the seeds seed, seed+1, ...: the last must still fit the int64 a torch generator takes.
+MAX_SEED = 2**63 - 1 - MAX_VARIANTS
+MAX_TEXT_CHARS = 2000  # CLIP reads 77 tokens anyway; this only bounds what is stored and echoed back
+RANDOM_SEED_BOUND = 2**31  # a seed drawn for the caller stays short enough to read and type again
+
+
+class EditOptionError(InputError):
+    """An edit option of the wrong type or out of range; the message names the option and what it allows."""
+
+
+@dataclass(frozen=True)
+class EditOption:
+    """One option: `kind` is int, float, bool or str; bounds are inclusive unless `above_minimum` (then
+    minimum < value). For text, `maximum` bounds the length, or `choices` lists the values allowed. `default` None
+    means drawn per edit (the seed). `from_settings`: the setting `MOODSHIFT_DEFAULT_<NAME>` replaces the default.
+    """
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    above_minimum: bool = False
+    from_settings: bool = False
+    choices: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> str:
+        """What the option allows, in words: "an integer from 1 to 150"."""
+        low, high = _number(self.minimum), _number(self.maximum)
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.kind is bool:
+            return "true or false"
+        if self.kind is str:
+            return f"text of at most {high} characters"
+        what = "an integer" if self.kind is int else "a number"
+        if self.above_minimum:
+            return f"{what} greater than {low} and at most {high}"
+        return f"{what} from {low} to {high}"
+
+    def check(self, value: Any) -> Any:
+        """`value` as the option's type, or `EditOptionError` naming the option, the value and what is allowed."""
+        if self.choices or self.kind is bool:
+            allowed = self.choices or (True, False)
+            if type(value) is not self.kind or value not in allowed:
+                raise EditOptionError(f"{self.name} {value!r} must be {self.allowed}")
+            return value
+        if self.kind is str:
+            if not isinstance(value, str):
+                raise EditOptionError(f"{self.name} {value!r} must be {self.allowed}")
+            if len(value) > self.maximum:
+                raise EditOptionError(
+                    f"{self.name} has {len(value)} characters; at most {_number(self.maximum)} are allowed"
+                )
+            return value
+        ok_type = isinstance(value, numbers.Integral if self.kind is int else numbers.Real)
+        if isinstance(value, bool) or not ok_type or not math.isfinite(value):
+            raise EditOptionError(f"{self.name} {value!r} must be {self.allowed}")
+        low_ok = value > self.minimum if self.above_minimum else value >= self.minimum
+        if not (low_ok and value <= self.maximum):
+            raise EditOptionError(f"{self.name} {value!r} must be {self.allowed}")
+        return self.kind(value)
+
+    def describe(self, default: Any) -> dict[str, Any]:
+        """The option's row in `GET /info` (JSON): what a client needs to draw a control for it."""
+        row = {
+            "name": self.name,
+            "type": {int: "integer", float: "number", str: "string", bool: "boolean"}[self.kind],
+            "default": default,
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "exclusive_minimum": self.above_minimum,
+            "help": self.help,
+        }
+        if self.choices:
+            row["choices"] = list(self.choices)
+        return row
+
+
+def _number(value: float | None) -> str:
+    """1, 0.5, 9223372036854775799: whole numbers exactly, others as short as they print."""
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+EDIT_OPTIONS: dict[str, EditOption] = {
+    option.name: option
+    for option in (
+        EditOption(
+            "seed",
+            int,
+            None,
+            "Seed of the first variant (the others take seed+1, ...); random when not given.",
+            0,
+            MAX_SEED,
+        ),
+        EditOption("steps", int, 30, "Denoising steps: more is slower and finer.", 1, 150, from_settings=True),
+        EditOption(
+            "guidance",
+            float,
+            7.0,
+            "Classifier-free guidance: how strictly the image follows the prompt.",
+            0,
+            30,
+            from_settings=True,
+        ),
+        EditOption("variants", int, 1, "Images per edit, each with its own seed.", 1, MAX_VARIANTS),
+        EditOption(
+            "feather",
+            int,
+            8,
+            "Soft edge of the kept subject, in pixels grown outward from it.",
+            0,
+            256,
+            from_settings=True,
+        ),
+        EditOption(
+            "strength",
+            float,
+            1.0,
+            "1 = a new background from noise; lower keeps more of the old layout.",
+            0,
+            1,
+            above_minimum=True,
+        ),
+        EditOption(
+            "shrink_steps",
+            int,
+            0,
+            "Progressive mask shrinking over the first N denoising steps (at most the steps).",
+            0,
+            150,
+        ),
+        EditOption(
+            "negative_prompt",
+            str,
+            "blurry, low quality, distorted, watermark, text",
+            "What the new background should not show.",
+            maximum=MAX_TEXT_CHARS,
+            from_settings=True,
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class EditOptions:
+    """Every option of one edit, checked and filled in (the seed too): build it with `check_edit_options`."""
+
+    seed: int
+    steps: int
+    guidance: float
+    variants: int
+    feather: int
+    strength: float
+    shrink_steps: int
+    negative_prompt: str
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seed of each variant."""
+        return [self.seed + index for index in range(self.variants)]
+
+    @property
+    def denoising_steps(self) -> int:
+        """Steps an edit makes: strength < 1 skips the first ones, as diffusers does (first-order schedulers)."""
+        return min(int(self.steps * self.strength), self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_edit_options(values: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> EditOptions:
+    """Check the options a caller gave (None or absent = the default) and fill in the rest.
+
+    `defaults` replace the table's defaults (the settings' `MOODSHIFT_DEFAULT_*`). A missing seed is drawn here, so
+    the edit (and whoever records it) knows it. Raises `EditOptionError` naming the first bad option.
+    """
+    unknown = sorted(set(values) - set(EDIT_OPTIONS))
+    if unknown:
+        raise EditOptionError(f"unknown edit option {unknown[0]!r}; the options are {', '.join(EDIT_OPTIONS)}")
+    defaults = defaults or {}
+    checked: dict[str, Any] = {}
+    for name, option in EDIT_OPTIONS.items():
+        value = values.get(name)
+        if value is None:
+            value = defaults.get(name, option.default)
+        if value is None:  # the seed: drawn for this edit
+            value = random.SystemRandom().randrange(RANDOM_SEED_BOUND)
+        checked[name] = option.check(value)
+    options = EditOptions(**checked)
+    if options.shrink_steps > options.steps:
+        raise EditOptionError(
+            f"shrink_steps {options.shrink_steps} must be an integer from 0 to steps ({options.steps})"
+        )
+    if options.denoising_steps < 1:
+        raise EditOptionError(
+            f"strength {options.strength:g} with {options.steps} steps leaves no denoising step; raise either"
+        )
+    return options
+
+
+def info_table(defaults: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The `options` of `GET /info`: one row per option, with the default this service uses."""
+    defaults = defaults or {}
+    return [option.describe(defaults.get(name, option.default)) for name, option in EDIT_OPTIONS.items()]

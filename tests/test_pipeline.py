@@ -1,0 +1,96 @@
+"""The pipeline in-process on tiny models: the one way through for an edit, with stages, steps and cancel reported,
+and nothing loaded or run for a request that is bad from the start."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from serving.core.errors import CancelledError, InputError
+from serving.pipeline import LazyStage, Pipeline
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MOODSHIFT_PROFILE", "tiny")
+        patch.setenv("MOODSHIFT_DEVICE", "cpu")
+        patch.setenv("MOODSHIFT_WORKING_PIXELS", str(128 * 128))
+        patch.setenv("MOODSHIFT_OLLAMA_ENABLED", "false")
+        from serving.settings import get_settings
+
+        get_settings.cache_clear()
+        yield Pipeline.in_process(get_settings())
+        get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def subject(coffee) -> np.ndarray:
+    mask = np.zeros(coffee.shape[:2], dtype=bool)
+    mask[90:310, 190:430] = True
+    return mask
+
+
+def test_an_edit_reports_its_stages_and_every_step_and_keeps_the_subject(pipeline, coffee, subject):
+    prepared = pipeline.prepare_edit(coffee, subject_mask=subject, user_keyword="forest", options={"steps": 12})
+    stages, steps = [], []
+    outcome = pipeline.run_edit(prepared, job_id="steps", on_stage=stages.append, on_step=lambda *s: steps.append(s))
+    assert stages == ["prompt", "diffusion"]  # a mask was given: no segmentation
+    assert steps == sorted(steps) and all(total == 12 for _, total in steps) and steps[-1] == (12, 12)
+    assert outcome.prompt_source == "template" and "forest" in outcome.prompt and outcome.tokens <= 77
+    [edited] = outcome.images
+    assert edited.shape == coffee.shape and np.array_equal(edited[subject], coffee[subject])
+
+
+def test_a_cancel_during_the_diffusion_stops_it(pipeline, coffee, subject):
+    prepared = pipeline.prepare_edit(coffee, subject_mask=subject, prompt="a galaxy", options={"steps": 40})
+    first_step = threading.Event()
+
+    def on_step(step: int, total: int) -> None:
+        first_step.set()
+
+    with pytest.raises(CancelledError):
+        pipeline.run_edit(prepared, job_id="cancel", on_step=on_step, cancelled=first_step.is_set)
+    assert first_step.is_set()
+
+
+def test_a_cancel_before_a_stage_stops_the_edit_there(pipeline, coffee):
+    prepared = pipeline.prepare_edit(coffee, points=[(300, 200)], prompt="a beach")
+    stages = []
+    with pytest.raises(CancelledError):
+        pipeline.run_edit(prepared, job_id="early", on_stage=stages.append, cancelled=lambda: True)
+    assert stages == []
+
+
+def test_clicks_are_segmented_inside_the_edit(pipeline, coffee):
+    prepared = pipeline.prepare_edit(coffee, points=[(300, 200)], prompt="a beach", options={"steps": 1})
+    stages = []
+    outcome = pipeline.run_edit(prepared, job_id="clicks", on_stage=stages.append)
+    assert stages == ["segment", "diffusion"]
+    subject = pipeline.segment(coffee, [(300, 200)], None).mask  # the same clicks, the same (cached) mask
+    assert np.array_equal(outcome.images[0][subject], coffee[subject])
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "message"),
+    [
+        ({"prompt": "x", "options": {"steps": 0}}, "steps 0 must be an integer from 1 to 150"),
+        ({"prompt": "x", "points": [(1, 1)]}, "either a mask or points/box"),
+        ({"options": {"steps": 2}}, "no prompt"),
+        ({"prompt": "x", "subject_mask": None}, "no subject"),
+    ],
+)
+def test_a_bad_request_is_refused_before_any_model_loads(coffee, subject, request_fields, message):
+    def no_model():
+        raise AssertionError("a model was built for a request that was bad from the start")
+
+    from serving.models.ollama_stage import PromptStage
+    from serving.settings import get_settings
+
+    settings = get_settings()
+    pipeline = Pipeline(LazyStage(no_model), LazyStage(no_model), PromptStage(settings), settings)
+    fields = {"subject_mask": subject, **request_fields}
+    with pytest.raises(InputError, match=message):
+        pipeline.prepare_edit(coffee, **fields)
