@@ -37,7 +37,8 @@ EditOptionsBody = create_model(
 class EditBody(EditOptionsBody):  # type: ignore[misc, valid-type]
     """The body of /edit and /edit_submit: the photo, what to keep (mask or clicks), what to write, options."""
 
-    image: str = Field(description="The photo, base64 PNG/JPEG.")
+    image: str | None = Field(None, description="The photo, base64 PNG/JPEG (or a file upload).")
+    image_id: str | None = Field(None, description="Instead of the image: the image_id of an earlier answer.")
     mask: str | None = Field(None, description="Subject mask, base64 PNG, image size, white = subject.")
     points: list[Point] | None = Field(None, description="Clicks to segment the subject with (instead of mask).")
     box: list[float] | None = Field(
@@ -52,4 +53,10 @@ class EditBody(EditOptionsBody):  # type: ignore[misc, valid-type]
         return {name: getattr(self, name, None) for name in EDIT_OPTIONS}
 
 
-__all__ = ["EditBody", "Point"]
+def wants_png(ctx: Any) -> bool:
+    """Whether the caller asked for the image itself (`Accept: image/png`) rather than JSON."""
+    accept = ctx.request.headers.get("accept", "")
+    return "image/png" in accept and "application/json" not in accept
+
+
+__all__ = ["EditBody", "Point", "wants_png"]

@@ -18,7 +18,9 @@ from serving.core.wire import WireArray
 
 if TYPE_CHECKING:
     from serving.models.blended_sdxl import BlendedSDXLRunner
+    from serving.models.preview_decoder import PreviewDecoder
     from serving.models.sam import Segmenter
+    from serving.settings import Settings
 
 
 def _profile_entry(profile: Any, model_name: str) -> dict[str, Any]:
@@ -72,6 +74,14 @@ class DiffusionOutcome(BaseModel):
     cancelled: bool = False
 
 
+class JobProgress(BaseModel):
+    """A running job's step k of n and, when it asked for previews, a small picture of where it is heading."""
+
+    step: int
+    total: int
+    preview: WireArray | None = None
+
+
 class SegmentationBackend:
     """SAM: batched encoding into the embedding cache, then cheap per-click decoding."""
 
@@ -118,14 +128,31 @@ class SegmentationBackend:
 
 
 class DiffusionBackend:
-    """Blended SDXL: runs edit jobs (batched when compatible) and reports each job's step k of n."""
+    """Blended SDXL: runs edit jobs (batched when compatible) and reports each job's step k of n and a preview.
 
-    def __init__(self, runner: BlendedSDXLRunner) -> None:
+    previews: turns a job's latest latents into a small picture (`serving.models.preview_decoder`); only when the
+    job is polled, so a preview nobody looks at costs a copy of the latents and nothing more."""
+
+    def __init__(self, runner: BlendedSDXLRunner, previews: PreviewDecoder | None = None) -> None:
+        from serving.models.preview_decoder import PreviewDecoder
+
         self.runner = runner
+        self.previews = previews or PreviewDecoder()
         self._lock = threading.Lock()
         self._progress: dict[str, tuple[int, int]] = {}
+        self._latents: dict[str, tuple[int, Any]] = {}  # job -> (step, latents it is heading for)
+        self._pictures: dict[str, tuple[int, WireArray]] = {}  # job -> (step, its preview), made when polled
         self._cancel: dict[str, threading.Event] = {}
         self.batch_sizes: list[int] = []
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DiffusionBackend:
+        """The runner of the settings' SDXL, and TAESD-XL previews when its weights are there."""
+        from serving.models.blended_sdxl import BlendedSDXLRunner
+        from serving.models.preview_decoder import PreviewDecoder
+
+        runner = BlendedSDXLRunner.from_settings(settings)
+        return cls(runner, PreviewDecoder.from_settings(settings, runner.device, runner.dtype))
 
     def run(self, jobs: list[DiffusionJob]) -> list[DiffusionOutcome]:
         """Run edit jobs, batched where compatible; one outcome per job, in order.
@@ -153,6 +180,7 @@ class DiffusionBackend:
                         original_size=tuple(job.original_size),
                         options=options,
                         progress=self._progress_callback(job_id),
+                        preview=self._latents_callback(job_id) if options.preview else None,
                         cancel=self._cancel[job_id],
                     )
                 )
@@ -161,8 +189,8 @@ class DiffusionBackend:
         finally:
             with self._lock:
                 for job in jobs:
-                    self._cancel.pop(job.job_id, None)
-                    self._progress.pop(job.job_id, None)
+                    for table in (self._cancel, self._progress, self._latents, self._pictures):
+                        table.pop(job.job_id, None)
         outcomes = []
         for result in results:
             if isinstance(result, CancelledError):
@@ -188,10 +216,31 @@ class DiffusionBackend:
 
         return report
 
-    def progress(self, job_ids: list[str]) -> dict[str, list[int]]:
-        """`{job_id: [step, total]}` for the jobs running now (absent ids are queued or finished)."""
-        with self._lock:
-            return {job_id: list(self._progress[job_id]) for job_id in job_ids if job_id in self._progress}
+    def _latents_callback(self, job_id: str):
+        def keep(latents: Any) -> None:
+            heading = latents.clone()  # the runner goes on with its own tensor
+            with self._lock:
+                if job_id in self._progress:
+                    self._latents[job_id] = (self._progress[job_id][0], heading)
+
+        return keep
+
+    def progress(self, job_ids: list[str]) -> dict[str, JobProgress]:
+        """Step k of n, and the preview of the latest step, of the jobs running now (absent: queued or finished)."""
+        answers = {}
+        for job_id in job_ids:
+            with self._lock:
+                if job_id not in self._progress:
+                    continue
+                step, total = self._progress[job_id]
+                latest, picture = self._latents.get(job_id), self._pictures.get(job_id)
+            if latest is not None and (picture is None or picture[0] != latest[0]):
+                picture = (latest[0], WireArray.of(self.previews(latest[1])))
+                with self._lock:
+                    if job_id in self._progress:
+                        self._pictures[job_id] = picture
+            answers[job_id] = JobProgress(step=step, total=total, preview=picture[1] if picture else None)
+        return answers
 
     def cancel(self, job_id: str) -> bool:
         """Ask a running job to stop at its next step. True when the job is running here."""
@@ -213,6 +262,7 @@ class DiffusionBackend:
             "offload": self.runner.offload,  # GPU memory mode: none, model or sequential
             "offload_reason": self.runner.offload_reason,
             "working_pixels": self.runner.working_pixels,
+            "previews": self.previews.name,
             "torch_threads": torch.get_num_threads(),
         }
 

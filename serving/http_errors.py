@@ -71,7 +71,10 @@ def answers_errors(method: Method) -> Method:
         try:
             return method(*args, **kwargs)
         except Exception as exc:
-            return error_response(exc)
+            response = error_response(exc)
+            if "ctx" in kwargs:  # BentoML gives a method that takes its context the context's status, not ours
+                kwargs["ctx"].response.status_code = response.status_code
+            return response
 
     return wrapper  # type: ignore[return-value]
 

@@ -1,5 +1,10 @@
-"""ASGI middleware for the gateway: JSON bodies only, a request-body limit (BentoML has none), clear JSON error
-bodies, and an answer to every request.
+"""ASGI middleware for the gateway: cross-site protection, JSON or multipart bodies (file uploads become the same
+JSON the APIs take), a request-body limit (BentoML has none), clear JSON error bodies, and an answer to every request.
+
+Cross-site protection follows Go 1.25's `net/http.CrossOriginProtection`: browsers mark their requests
+(`Sec-Fetch-Site`, and `Origin`), so a request a browser marks as cross-site is refused with 403 unless its origin is
+trusted (MOODSHIFT_TRUSTED_ORIGINS), while scripts and tools, which send neither header, pass. This, not refusing
+form uploads, is what stops a web page from making a visitor's browser drive a local service.
 
 BentoML answers a schema violation with `{"error": "1 validation error for Input", "detail": [...]}` and a
 4xx `BentoMLException` with a one-element JSON *list*; callers of Moodshift get `{"error": "..."}` naming the
@@ -13,13 +18,20 @@ start, so every early health probe used to hang). This middleware answers those 
 
 from __future__ import annotations
 
+import base64
+import copy
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 Scope = dict[str, Any]
 HEALTH_PATHS = frozenset({"/readyz", "/livez", "/healthz"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+BODY_TYPES = (b"application/json", b"multipart/form-data")
+FILE_FIELDS = ("image", "mask")  # what an upload sends as files; the JSON bodies take them as base64
+OPENAPI_PATH = "/docs.json"
 logger = logging.getLogger("moodshift.http_guard")
 
 
@@ -58,17 +70,115 @@ def rewrite_error_body(status: int, body: bytes) -> bytes:
     return json.dumps(data).encode()
 
 
+def cross_site_refusal(method: str, headers: Mapping[bytes, bytes], trusted: frozenset[str]) -> str | None:
+    """Why a request must be refused as cross-site, or None to let it in (the rule of Go's CrossOriginProtection).
+
+    Safe methods pass. With `Sec-Fetch-Site` (every current browser sends it), `same-origin` and `none` (typed in
+    the address bar) pass; without it, a request with no `Origin` is not from a browser and passes, and one whose
+    `Origin` names this service's own host passes. Anything else passes only when its origin is trusted.
+    """
+    if method in SAFE_METHODS:
+        return None
+    origin = headers.get(b"origin", b"").decode("latin-1").strip().rstrip("/").lower()
+    fetch_site = headers.get(b"sec-fetch-site", b"").decode("latin-1").strip().lower()
+    if fetch_site in ("same-origin", "none"):
+        return None
+    if not fetch_site:
+        if not origin:
+            return None
+        if urlsplit(origin).netloc == headers.get(b"host", b"").decode("latin-1").strip().lower():
+            return None
+    if origin and origin in trusted:
+        return None
+    return (
+        f"cross-site request refused: a browser sent it from {origin or 'another site'}, which is not trusted; "
+        "to let a page there call this service, add its origin to MOODSHIFT_TRUSTED_ORIGINS"
+    )
+
+
+def text_fields_of(service: Any) -> dict[str, frozenset[str]]:
+    """Per API route, the body fields that are text: an uploaded form sends them as they are, and every other
+    field as JSON text (numbers, lists, objects)."""
+
+    def is_text(annotation: Any) -> bool:
+        return annotation is str or str(annotation) in ("str | None", "typing.Optional[str]")
+
+    return {
+        api.route: frozenset(name for name, field in api.input_spec.model_fields.items() if is_text(field.annotation))
+        for api in service.apis.values()
+    }
+
+
+async def multipart_as_json(scope: Scope, body: bytes, text_fields: frozenset[str]) -> bytes:
+    """A multipart/form-data body as the JSON body the APIs take: files as base64, text fields as they are, other
+    fields read as JSON text. Raises `ValueError` for a body that is not valid multipart."""
+    from starlette.datastructures import UploadFile
+    from starlette.requests import Request
+
+    try:
+        form = await Request(scope, _replay(body, _no_more_body)).form(max_files=len(FILE_FIELDS), max_fields=64)
+    except Exception as exc:  # starlette raises its own MultiPartException and others for a broken body
+        raise ValueError(f"the multipart body cannot be read ({exc})") from None
+    data: dict[str, Any] = {}
+    for name, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            data[name] = base64.b64encode(await value.read()).decode("ascii")
+        elif name in text_fields:
+            data[name] = value
+        else:
+            try:
+                data[name] = json.loads(value)
+            except ValueError:
+                data[name] = value  # the API names the field and the type it wanted
+    return json.dumps(data).encode()
+
+
+def with_file_uploads(openapi: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document with a multipart/form-data body beside each JSON body that takes an image, the image
+    and mask as binary files (the same fields, the same rules)."""
+    document = copy.deepcopy(openapi)
+    schemas = document.get("components", {}).get("schemas", {})
+    for operation in (op for path in document.get("paths", {}).values() for op in path.values()):
+        content = operation.get("requestBody", {}).get("content", {})
+        schema = content.get("application/json", {}).get("schema")
+        if not schema:
+            continue
+        if "$ref" in schema:
+            schema = schemas.get(schema["$ref"].rsplit("/", 1)[-1], {})
+        properties = schema.get("properties", {})
+        if "image" not in properties:
+            continue
+        form = copy.deepcopy(schema)
+        for name in FILE_FIELDS:
+            if name in form.get("properties", {}):
+                form["properties"][name] = {"type": "string", "format": "binary", "description": f"The {name} file."}
+        form["description"] = "The same fields as the JSON body; files for image and mask, lists as JSON text."
+        content["multipart/form-data"] = {"schema": form}
+    return document
+
+
 class RequestGuardMiddleware:
-    """Refuse bodies over `max_body_bytes` with 413 before the app reads them; rewrite 4xx error bodies.
+    """Refuse cross-site browser requests (403), bodies of other types (415) and over `max_body_bytes` (413) before
+    the app reads them; turn uploads into JSON; rewrite 4xx error bodies.
 
     `get_aliases`: paths whose GET is served as a POST with an empty JSON body (BentoML APIs are POST-only, the
-    contract has `GET /info`).
+    contract has `GET /info`). `trusted_origins`: origins a browser may call from (read per request).
+    `text_fields`: per route, the body fields an upload sends as plain text (see `text_fields_of`).
     """
 
-    def __init__(self, app, max_body_bytes: int | Callable[[], int], get_aliases: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        app,
+        max_body_bytes: int | Callable[[], int],
+        get_aliases: tuple[str, ...] = (),
+        trusted_origins: Callable[[], frozenset[str]] = frozenset,
+        text_fields: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
         self.app = app
         self._max_body_bytes = max_body_bytes
         self.get_aliases = frozenset(get_aliases)
+        self.trusted_origins = trusted_origins
+        self.text_fields = dict(text_fields or {})
 
     @property
     def max_body_bytes(self) -> int:
@@ -80,21 +190,26 @@ class RequestGuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        headers = dict(scope.get("headers") or [])
+        refusal = cross_site_refusal(scope["method"], headers, self.trusted_origins())
+        if refusal is not None:
+            await _send_error(send, 403, refusal)
+            return
         if scope["method"] == "GET" and scope["path"] in self.get_aliases:
-            headers = [(k, v) for k, v in scope.get("headers", []) if k not in (b"content-type", b"content-length")]
-            headers += [(b"content-type", b"application/json"), (b"content-length", b"2")]
-            scope = {**scope, "method": "POST", "headers": headers}
-
+            scope = _as_json_post(scope, 2)
             await self._call_app(scope, _replay(b"{}", receive), send)
             return
-        headers = dict(scope.get("headers") or [])
+        if scope["method"] == "GET" and scope["path"] == OPENAPI_PATH:
+            await self._call_app(scope, receive, _OpenAPIRewritingSend(send))
+            return
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if scope["method"] == "POST" and media_type != b"application/json":
-            # BentoML also parses text/plain, form and multipart bodies, and takes a body without a type as JSON:
-            # a web page could then make a visitor's browser run edits on their local service (no CORS preflight
-            # for those). JSON with its content type needs one, which this service never grants.
+        if scope["method"] == "POST" and media_type not in BODY_TYPES:
+            # BentoML also parses text/plain and form bodies, and takes a body without a type as JSON; only the two
+            # documented types get through, so every request is read one way.
             got = media_type.decode("latin-1")[:60] or "none"
-            await _send_error(send, 415, f"send the body as JSON with content-type: application/json (got: {got})")
+            await _send_error(
+                send, 415, f"send the body as JSON (application/json) or as a multipart/form-data upload (got: {got})"
+            )
             return
         limit = self.max_body_bytes
         declared = headers.get(b"content-length")
@@ -117,7 +232,15 @@ class RequestGuardMiddleware:
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
-        await self._call_app(scope, _replay(b"".join(chunks), receive), send)
+        body = b"".join(chunks)
+        if media_type == b"multipart/form-data":
+            try:
+                body = await multipart_as_json(scope, body, self.text_fields.get(scope["path"], frozenset()))
+            except ValueError as exc:
+                await _send_error(send, 400, str(exc))
+                return
+            scope = _as_json_post(scope, len(body))
+        await self._call_app(scope, _replay(body, receive), send)
 
     async def _call_app(self, scope: Scope, receive, send) -> None:
         """Run the app; if it raises before answering, answer for it: 503 for a health probe, else a short 500."""
@@ -146,6 +269,17 @@ class RequestGuardMiddleware:
         limit_mb = limit / 1e6
         message = f"request body is {size / 1e6:.1f} MB; the limit is {limit_mb:.1f} MB (MOODSHIFT_MAX_UPLOAD_MB)"
         await _send_error(send, 413, message)
+
+
+def _as_json_post(scope: Scope, length: int) -> Scope:
+    """The request as a POST with a JSON body of `length` bytes (the headers the app reads the body by)."""
+    headers = [(k, v) for k, v in scope.get("headers", []) if k not in (b"content-type", b"content-length")]
+    headers += [(b"content-type", b"application/json"), (b"content-length", str(length).encode())]
+    return {**scope, "method": "POST", "headers": headers}
+
+
+async def _no_more_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 async def _send_error(send, status: int, message: str) -> None:
@@ -203,3 +337,28 @@ class _ErrorRewritingSend:
             self.start = None
             return
         await self.send(message)
+
+
+class _OpenAPIRewritingSend:
+    """Buffers the OpenAPI document and sends it with the upload forms added (`with_file_uploads`)."""
+
+    def __init__(self, send) -> None:
+        self.send = send
+        self.start: dict[str, Any] | None = None
+        self.chunks: list[bytes] = []
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.start = message
+            return
+        self.chunks.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        body = b"".join(self.chunks)
+        if self.start is not None and self.start["status"] == 200:
+            body = json.dumps(with_file_uploads(json.loads(body))).encode()
+        start = self.start or {"type": "http.response.start", "status": 200, "headers": []}
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self.send({**start, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})

@@ -34,6 +34,7 @@ class Job:
     stage: str = "queued"  # what a running job is doing: segment, prompt, diffusion
     step: int = 0
     result: dict[str, Any] | None = None
+    preview: str | None = None  # base64 PNG of the background forming, while the job runs
     error: str | None = None
     created: float = field(default_factory=time.time)
     cancel_event: threading.Event = field(default_factory=threading.Event)
@@ -46,6 +47,8 @@ class Job:
             "step": self.step,
             "total": self.total,
         }
+        if self.preview is not None and self.state == "running":
+            data["preview"] = self.preview
         if self.result is not None:
             data["result"] = self.result
         if self.error is not None:
@@ -89,6 +92,13 @@ class JobStore:
             job = self._jobs.get(job_id)
             if job is not None and job.state in ("queued", "running"):
                 job.state, job.step, job.total = "running", step, total
+
+    def show(self, job_id: str, preview_png_b64: str) -> None:
+        """The latest preview of a running job."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None and job.state == "running":
+                job.preview = preview_png_b64
 
     def finish(self, job_id: str, result: dict[str, Any]) -> None:
         """Store a job's result; a job cancelled while it ran ends cancelled, without it."""
@@ -144,6 +154,7 @@ class JobControl:
 
     on_stage: Callable[[str], None]
     on_step: Callable[[int, int], None]
+    on_preview: Callable[[Any], None]  # an HxWx3 uint8 picture
     cancelled: Callable[[], bool]
 
 
@@ -212,8 +223,18 @@ class JobRunner:
             if not store.start(job_id, stage):
                 raise CancelledError(CANCELLED_MESSAGE)
 
+        def show(rgb: Any) -> None:
+            from serving.core.images import encode_png_base64
+
+            store.show(job_id, encode_png_base64(rgb))
+
         job = store.get(job_id)
-        control = JobControl(enter, lambda step, total: store.progress(job_id, step, total), job.cancel_event.is_set)
+        control = JobControl(
+            on_stage=enter,
+            on_step=lambda step, total: store.progress(job_id, step, total),
+            on_preview=show,
+            cancelled=job.cancel_event.is_set,
+        )
         try:
             enter("starting")
             result = work(job_id, control)

@@ -41,6 +41,7 @@ PROGRESS_POLL_S = 0.25  # how often a running diffusion is asked for its step (a
 Background = Callable[[Callable[[], Any]], "concurrent.futures.Future[Any]"]
 StageCallback = Callable[[str], None]
 StepCallback = Callable[[int, int], None]
+PreviewCallback = Callable[[np.ndarray], None]
 CancelCheck = Callable[[], bool]
 
 
@@ -144,7 +145,6 @@ class Pipeline:
     def in_process(cls, settings: Settings | None = None) -> Pipeline:
         """Every stage in this process, from the settings; each model loads when its stage is first used."""
         from serving.backends import DiffusionBackend, SegmentationBackend
-        from serving.models.blended_sdxl import BlendedSDXLRunner
         from serving.models.ollama_stage import PromptStage
         from serving.models.sam import Segmenter
         from serving.settings import get_settings
@@ -152,7 +152,7 @@ class Pipeline:
         settings = settings or get_settings()
         return cls(
             LazyStage(lambda: SegmentationBackend(Segmenter.from_settings(settings))),
-            LazyStage(lambda: DiffusionBackend(BlendedSDXLRunner.from_settings(settings))),
+            LazyStage(lambda: DiffusionBackend.from_settings(settings)),
             PromptStage(settings),
             settings,
         )
@@ -163,17 +163,18 @@ class Pipeline:
         """Clicks and box checked against an image of `image_size` (width, height): `ClickError` when unusable."""
         return validate_clicks(points, box, image_size, self.settings.max_points)
 
-    def segment(self, image: np.ndarray, points: Any, box: Any) -> Segmentation:
-        """Subject mask for clicks/box. The clicks are checked here first, so a bad click never reaches SAM."""
+    def segment(self, image: np.ndarray, points: Any, box: Any, image_id: str | None = None) -> Segmentation:
+        """Subject mask for clicks/box (`image_id`: the image's, when known). The clicks are checked here first, so
+        a bad click never reaches SAM."""
         clicks = self.check_clicks((image.shape[1], image.shape[0]), points, box)
-        return self._segment_checked(image, clicks)
+        return self._segment_checked(image, clicks, image_id)
 
-    def _segment_checked(self, image: np.ndarray, clicks: Clicks) -> Segmentation:
+    def _segment_checked(self, image: np.ndarray, clicks: Clicks, image_id: str | None = None) -> Segmentation:
         points = [point.model_dump() for point in clicks.points]
         box = list(clicks.box) if clicks.box else None
         # A repeat click sends only the image id: the pixels cross to the segmentation service once per image.
         try:
-            return Segmentation.of(self.segmentation.segment_cached(image_id_of(image), points, box))
+            return Segmentation.of(self.segmentation.segment_cached(image_id or image_id_of(image), points, box))
         except NotCachedError:
             pass
         # Encoding goes through its own call so the service can batch it with other users' new images.
@@ -207,11 +208,12 @@ class Pipeline:
         user_keyword: str | None = None,
         keywords: list[str] | None = None,
         options: Mapping[str, Any] | None = None,
+        image_id: str | None = None,
     ) -> PreparedEdit:
         """Check an edit request completely, before any model runs, and fix its seeds.
 
-        `options`: edit options by name (absent or None = the settings' default). Raises `InputError` (or a
-        subclass) naming the first bad value.
+        `options`: edit options by name (absent or None = the settings' default); `image_id`: the image's, when
+        already known. Raises `InputError` (or a subclass) naming the first bad value.
         """
         checked_options = check_edit_options(options or {}, self.settings.edit_defaults())
         clicks = None
@@ -231,7 +233,7 @@ class Pipeline:
             user_keyword = sanitize_user_keyword(user_keyword)
         return PreparedEdit(
             image=image,
-            image_id=image_id_of(image),
+            image_id=image_id or image_id_of(image),
             subject_mask=subject_mask,
             clicks=clicks,
             prompt=prompt,
@@ -247,12 +249,14 @@ class Pipeline:
         job_id: str,
         on_stage: StageCallback | None = None,
         on_step: StepCallback | None = None,
+        on_preview: PreviewCallback | None = None,
         cancelled: CancelCheck | None = None,
     ) -> EditOutcome:
         """Run a prepared edit: segment (if clicks), write the prompt (if a keyword), regenerate, composite.
 
         `on_stage(name)` is called as each stage starts (segment, prompt, diffusion); `on_step(step, total)` while
-        the diffusion runs; `cancelled()` is asked between stages and during the diffusion. Raises
+        the diffusion runs, and `on_preview(rgb)` with a small picture of the background forming (when the edit's
+        `preview` option is on); `cancelled()` is asked between stages and during the diffusion. Raises
         `CancelledError` when cancelled, `InputError` when the segmented mask is unusable.
         """
         timings = dict(edit.timings)
@@ -260,7 +264,7 @@ class Pipeline:
         subject_mask = edit.subject_mask
         if subject_mask is None:
             self._enter("segment", on_stage, cancelled)
-            mask = self._segment_checked(edit.image, edit.clicks).mask
+            mask = self._segment_checked(edit.image, edit.clicks, edit.image_id).mask
             subject_mask = check_subject_mask(mask, edit.image.shape)
             timings["segment_s"] = time.perf_counter() - started
         prompt, source, tokens = edit.prompt, "user", None
@@ -282,7 +286,7 @@ class Pipeline:
             prompt=prompt,
             options=edit.options.to_dict(),
         )
-        answer = self._diffuse(job, on_step, cancelled)
+        answer = self._diffuse(job, on_step, on_preview, cancelled)
         if answer.cancelled:
             raise CancelledError("cancelled by the caller")
         if on_step is not None:  # the last poll may have come before the last step
@@ -318,10 +322,14 @@ class Pipeline:
             on_stage(stage)
 
     def _diffuse(
-        self, job: DiffusionJob, on_step: StepCallback | None, cancelled: CancelCheck | None
+        self,
+        job: DiffusionJob,
+        on_step: StepCallback | None,
+        on_preview: PreviewCallback | None,
+        cancelled: CancelCheck | None,
     ) -> DiffusionOutcome:
         """The diffusion stage's outcome for one job; meanwhile its progress is reported and a cancel passed on."""
-        if on_step is None and cancelled is None:
+        if on_step is None and on_preview is None and cancelled is None:
             return self.diffusion.run([job])[0]
         job_id = job.job_id
         future = self.background(lambda: self.diffusion.run([job])[0])
@@ -334,10 +342,12 @@ class Pipeline:
             try:  # a progress report that fails must not fail the edit
                 if cancelled is not None and cancelled() and not cancel_delivered:
                     cancel_delivered = self.diffusion.cancel(job_id)  # False: not started there yet, tell it again
-                if on_step is not None:
+                if on_step is not None or on_preview is not None:
                     progress = self.diffusion.progress([job_id]).get(job_id)
-                    if progress:
-                        on_step(*progress)
+                    if progress and on_step is not None:
+                        on_step(progress.step, progress.total)
+                    if progress and progress.preview is not None and on_preview is not None:
+                        on_preview(progress.preview.to_numpy())
             except Exception:
                 logger.warning("progress of job %s not available", job_id, exc_info=True)
 

@@ -14,13 +14,15 @@ from typing import Any
 
 import bentoml
 import numpy as np
+from starlette.responses import Response
 
-from serving.api_models import EditBody, Point
-from serving.backends import DiffusionJob, DiffusionOutcome, Encoded, Segmented
+from serving.api_models import EditBody, Point, wants_png
+from serving.backends import DiffusionJob, DiffusionOutcome, Encoded, JobProgress, Segmented
 from serving.core.wire import WireArray
 from serving.deployment import batching, depends_on_stage, gateway_options, stage_options
 from serving.http_errors import StageClient, answers_errors, raises_over_http
-from serving.http_guard import RequestGuardMiddleware
+from serving.http_guard import RequestGuardMiddleware, text_fields_of
+from serving.image_cache import ImageCache
 from serving.settings import get_settings
 
 
@@ -64,9 +66,8 @@ class DiffusionService:
 
     def __init__(self) -> None:
         from serving.backends import DiffusionBackend
-        from serving.models.blended_sdxl import BlendedSDXLRunner
 
-        self.backend = DiffusionBackend(BlendedSDXLRunner.from_settings(get_settings()))
+        self.backend = DiffusionBackend.from_settings(get_settings())
 
     @bentoml.api(**batching("diffusion"))
     @raises_over_http
@@ -74,7 +75,7 @@ class DiffusionService:
         return self.backend.run(jobs)
 
     @bentoml.api
-    def progress(self, job_ids: list[str]) -> dict[str, list[int]]:
+    def progress(self, job_ids: list[str]) -> dict[str, JobProgress]:
         return self.backend.progress(job_ids)
 
     @bentoml.api
@@ -104,6 +105,7 @@ class Moodshift:
         from serving.pipeline import Pipeline
 
         self.settings = get_settings()
+        self.images = ImageCache(int(self.settings.image_cache_mb * 1_000_000))
         self.jobs = JobRunner(JobStore(), self.settings.max_queued_edits, lambda exc: status_and_message(exc)[1])
         self.pipeline = Pipeline(
             StageClient(self.segmentation),
@@ -116,35 +118,52 @@ class Moodshift:
         # and transformers' lazy module is not thread-safe (one of 8 concurrent first edits got an ImportError).
         self.pipeline.prompt_stage.count_tokens("moodshift")
 
-    def _image(self, image: str) -> np.ndarray:
-        from serving.core.images import decode_base64_image, to_rgb_array
+    def _photo(self, image: str | None, image_id: str | None) -> tuple[np.ndarray, str]:
+        """The photo sent (decoded, and kept by its id) or named by the id of an earlier answer (409 when no longer
+        kept), and its image id."""
+        from serving.core.errors import InputError
+        from serving.core.images import decode_base64_image, image_id_of, to_rgb_array
 
-        return to_rgb_array(decode_base64_image(image, self.settings.max_image_pixels))
+        if image is not None:
+            rgb = to_rgb_array(decode_base64_image(image, self.settings.max_image_pixels))
+            return rgb, self.images.put(rgb, image_id_of(rgb))
+        if image_id is not None:
+            return self.images.get(image_id), image_id
+        raise InputError("no image: give the image (base64 or a file upload) or the image_id of an earlier answer")
 
     @bentoml.api(route="/segment")
     @answers_errors
     def segment(
         self,
+        ctx: bentoml.Context,
         image: str | None = None,
         points: list[Point] = [],  # noqa: B006
         box: list[float] | None = None,
         image_id: str | None = None,
     ) -> dict:
-        """Subject mask (base64 PNG, white = subject, same size as the image) for clicks and/or a box.
+        """Subject mask (PNG, white = subject, same size as the image) for clicks and/or a box: `{mask (base64),
+        score, image_id, cached}`, or the PNG itself for `Accept: image/png`.
 
-        A repeat click may send the `image_id` of an earlier answer instead of the image: the upload is skipped
-        while the embedding is cached, and a 409 asks for the image again once it is not.
+        A repeat click sends the `image_id` of an earlier answer instead of the image; a 409 asks for the image
+        again once neither the gateway nor the segmentation service keeps it.
         """
-        from serving.core.errors import InputError
-        from serving.core.images import encode_png_base64
+        from serving.core.errors import NotCachedError
+        from serving.core.images import encode_png_base64, png_bytes
 
         clicks = [point.model_dump() for point in points]
-        if image is not None:
-            result = self.pipeline.segment(self._image(image), clicks, box)
-        elif image_id is not None:
-            result = self.pipeline.segment_by_id(image_id, clicks, box)
+        if image is None and image_id is not None:
+            try:
+                rgb = self.images.get(image_id)
+            except NotCachedError:  # the segmentation service may still keep its embedding
+                result = self.pipeline.segment_by_id(image_id, clicks, box)
+            else:
+                result = self.pipeline.segment(rgb, clicks, box, image_id=image_id)
         else:
-            raise InputError("no image: give the image (base64) or the image_id of an earlier /segment answer")
+            rgb, image_id = self._photo(image, image_id)
+            result = self.pipeline.segment(rgb, clicks, box, image_id=image_id)
+        if wants_png(ctx):
+            headers = {"X-Moodshift-Image-Id": result.image_id, "X-Moodshift-Score": f"{result.score:.4f}"}
+            return Response(png_bytes(result.mask), media_type="image/png", headers=headers)
         return {
             "mask": encode_png_base64(result.mask),
             "score": result.score,
@@ -154,9 +173,11 @@ class Moodshift:
 
     @bentoml.api(route="/mood")
     @answers_errors
-    def mood(self, image: str) -> dict:
-        """Mood keywords of the photo: from LLaVA, or from image statistics when Ollama cannot answer."""
-        return self.pipeline.mood(self._image(image)).to_dict()
+    def mood(self, image: str | None = None, image_id: str | None = None) -> dict:
+        """Mood keywords of the photo (or of an earlier answer's `image_id`): from LLaVA, or from image statistics
+        when Ollama cannot answer; with the photo's `image_id`."""
+        rgb, image_id = self._photo(image, image_id)
+        return {**self.pipeline.mood(rgb, image_id).to_dict(), "image_id": image_id}
 
     @bentoml.api(route="/prompt")
     @answers_errors
@@ -172,7 +193,7 @@ class Moodshift:
         from serving.core.masks import mask_from_png_bytes
 
         began = time.perf_counter()
-        rgb = self._image(body.image)
+        rgb, image_id = self._photo(body.image, body.image_id)
         decode_s = time.perf_counter() - began
         subject_mask = None
         if body.mask is not None:
@@ -186,6 +207,7 @@ class Moodshift:
             user_keyword=body.user_keyword,
             keywords=body.keywords,
             options=body.options(),
+            image_id=image_id,
         )
         prepared.timings["decode_s"] = decode_s
         return prepared
@@ -200,10 +222,24 @@ class Moodshift:
 
     @bentoml.api(route="/edit", input_spec=EditBody)
     @answers_errors
-    def edit(self, **body: Any) -> dict:
-        """The photo with a new background: `images` (base64 PNG, input size), `seeds`, `prompt`, `timings`."""
+    def edit(self, ctx: bentoml.Context, **body: Any) -> dict:
+        """The photo with a new background: `images` (base64 PNG, input size), `seeds`, `prompt`, `timings`; or,
+        for `Accept: image/png` and one variant, the PNG itself."""
+        from serving.core.errors import InputError
+        from serving.core.images import png_bytes
+
         prepared = self._prepare(EditBody.model_construct(**body))
-        return self._edit_response(self.pipeline.run_edit(prepared, job_id=uuid.uuid4().hex))
+        png = wants_png(ctx)
+        if png and prepared.options.variants > 1:
+            raise InputError(
+                f"Accept: image/png answers with one image; this edit makes {prepared.options.variants} variants: "
+                "ask for JSON, or for one variant"
+            )
+        outcome = self.pipeline.run_edit(prepared, job_id=uuid.uuid4().hex)
+        if png:
+            headers = {"X-Moodshift-Seed": str(outcome.seeds[0]), "X-Moodshift-Image-Id": outcome.image_id}
+            return Response(png_bytes(outcome.images[0]), media_type="image/png", headers=headers)
+        return self._edit_response(outcome)
 
     @bentoml.api(route="/edit_submit", input_spec=EditBody)
     @answers_errors
@@ -217,6 +253,7 @@ class Moodshift:
                 job_id=job_id,
                 on_stage=control.on_stage,
                 on_step=control.on_step,
+                on_preview=control.on_preview,
                 cancelled=control.cancelled,
             )
             return self._edit_response(outcome)
@@ -227,7 +264,8 @@ class Moodshift:
     @bentoml.api(route="/edit_status")
     @answers_errors
     def edit_status(self, job_id: str) -> dict:
-        """`{job_id, state, stage, step, total}`, plus `result` (as /edit returns) when done or `error` when not."""
+        """`{job_id, state, stage, step, total}`, a small `preview` (base64 PNG) of the background forming while it
+        runs, then `result` (as /edit returns) when done or `error` when not."""
         return self.jobs.store.get(job_id).to_dict()
 
     @bentoml.api(route="/edit_cancel")
@@ -250,11 +288,12 @@ class Moodshift:
     @bentoml.api(route="/stats")
     @answers_errors
     def stats(self) -> dict:
-        """Counters: SAM encoder batches and cache use, diffusion batch sizes, jobs."""
+        """Counters: SAM encoder batches and cache use, diffusion batch sizes, jobs, the photos kept by id."""
         return {
             "segment": self.segmentation.stats(),
             "diffusion": self.diffusion.stats(),
             "jobs": self.jobs.store.counts(),
+            "images": self.images.stats(),
         }
 
 
@@ -262,4 +301,6 @@ Moodshift.add_asgi_middleware(
     RequestGuardMiddleware,
     max_body_bytes=lambda: int(get_settings().max_upload_mb * 1_000_000),
     get_aliases=("/info", "/stats"),
+    trusted_origins=lambda: get_settings().trusted_origin_set,
+    text_fields=text_fields_of(Moodshift),
 )

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
         description="fp16-safe SDXL VAE folder used instead of the model's own "
         "(default: checkpoints/sdxl-vae-fp16-fix when present).",
     )
+    preview_decoder: Path | None = Field(
+        None,
+        description="TAESD-XL folder for live previews (default: checkpoints/taesdxl when present; else a fixed map).",
+    )
     offload: Literal["auto", "none", "model", "sequential"] = Field(
         "auto",
         description="GPU memory mode of SDXL: none (all on the GPU), model (one model at a time on the GPU), "
@@ -110,6 +114,14 @@ class Settings(BaseSettings):
     # --- input limits -------------------------------------------------------------------------
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest accepted image, in pixels (W×H).")
     max_upload_mb: float = Field(25.0, gt=0, description="Largest accepted request body, in MB.")
+    image_cache_mb: float = Field(
+        512.0, ge=0, description="Decoded photos the gateway keeps by image_id (LRU), in MB; 0 keeps none."
+    )
+    trusted_origins: str = Field(
+        "",
+        description="Comma-separated browser origins allowed to call the service cross-site "
+        "(e.g. http://studio.example:8501); scripts and tools need none.",
+    )
 
     # --- service ------------------------------------------------------------------------------
     port: int = Field(3000, description="Service port.")
@@ -144,6 +156,11 @@ class Settings(BaseSettings):
         own = self.sam_profile if stage == "sam" else self.diffusion_profile
         return own or self.profile
 
+    @property
+    def trusted_origin_set(self) -> frozenset[str]:
+        """`trusted_origins` as normalised origins: lowercase, no trailing slash."""
+        return frozenset(o.strip().rstrip("/").lower() for o in self.trusted_origins.split(",") if o.strip())
+
     def edit_defaults(self) -> dict[str, Any]:
         """The defaults of the edit options that settings can change (`MOODSHIFT_DEFAULT_<NAME>`)."""
         return {name: getattr(self, f"default_{name}") for name, option in EDIT_OPTIONS.items() if option.from_settings}
@@ -151,6 +168,10 @@ class Settings(BaseSettings):
     @property
     def sam_checkpoint_path(self) -> Path:
         return self.sam_checkpoint or self.checkpoints_dir / SAM_CHECKPOINT_NAMES[self.sam_model_type]
+
+    @property
+    def preview_decoder_path(self) -> Path:
+        return self.preview_decoder or self.checkpoints_dir / "taesdxl"
 
     @property
     def sdxl_model_path(self) -> Path:

@@ -67,6 +67,15 @@ def test_edit_with_a_keyword_writes_the_prompt_as_the_service_does(
     assert np.array_equal(edited[subject], coffee[subject])
 
 
+def test_edit_saves_previews_when_asked(tiny_profile, photo, mask_file, tmp_path):
+    out, preview = tmp_path / "out.png", tmp_path / "preview.png"
+    arguments = ["edit", str(photo), "--mask", str(mask_file), "--prompt", "a galaxy", "--steps", "40", "-o", str(out)]
+    result = runner.invoke(app, [*arguments, "--preview", str(preview)])
+    assert result.exit_code == 0, result.output
+    picture = Image.open(preview)
+    assert picture.format == "PNG" and max(picture.size) <= 256 and not preview.with_name("preview.png.part").exists()
+
+
 def test_edit_with_a_click_uses_the_segmenter_mask(tiny_profile, photo, coffee, tmp_path):
     from serving.models.sam import Segmenter
 

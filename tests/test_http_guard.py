@@ -1,15 +1,17 @@
-"""The gateway's ASGI guard answers every request: an app that raises, or a client that leaves mid-body, still
-gets a response, so BentoML's traffic-timeout middleware never holds the request for the whole timeout."""
+"""The gateway's ASGI guard: every request gets an answer (an app that raises, or a client that leaves mid-body, so
+BentoML's traffic-timeout middleware never holds the request for the whole timeout); browsers' cross-site requests
+are refused unless trusted; uploads become the JSON the APIs take; the OpenAPI document shows both."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 
 import pytest
 
-from serving.http_guard import RequestGuardMiddleware
+from serving.http_guard import RequestGuardMiddleware, cross_site_refusal, multipart_as_json, with_file_uploads
 
 
 def call(
@@ -102,21 +104,26 @@ def test_a_normal_answer_passes_through_unchanged():
     assert [m.get("status") for m in sent] == [200, None] and sent[1]["body"] == b"ok"
 
 
-@pytest.mark.parametrize(
-    "content_type",
-    [b"text/plain;charset=UTF-8", b"application/x-www-form-urlencoded", b"multipart/form-data; boundary=x", None],
-)
-def test_a_post_that_is_not_json_is_refused_before_the_app_sees_it(content_type):
-    """The types (and no type) a web page can POST cross-site without a CORS preflight: refused, so no page can
-    make a visitor's browser run edits on their local service."""
+@pytest.mark.parametrize("content_type", [b"text/plain;charset=UTF-8", b"application/x-www-form-urlencoded", None])
+def test_a_post_that_is_neither_json_nor_an_upload_is_refused_before_the_app_sees_it(content_type):
     ran = []
 
     async def app(scope, receive, send):
         ran.append(True)
 
     status, body = answer(call(app, content_type=content_type))
-    assert status == 415 and "content-type: application/json" in body["error"]
+    assert status == 415 and "JSON (application/json) or as a multipart/form-data upload" in body["error"]
     assert ran == []
+
+
+def test_a_broken_upload_is_a_400_naming_the_problem():
+    ran = []
+
+    async def app(scope, receive, send):
+        ran.append(True)
+
+    status, body = answer(call(app, content_type=b"multipart/form-data; boundary=x"))
+    assert status == 400 and "multipart body cannot be read" in body["error"] and ran == []
 
 
 def test_json_with_a_charset_is_json():
@@ -125,3 +132,131 @@ def test_json_with_a_charset_is_json():
         await send({"type": "http.response.body", "body": b""})
 
     assert call(app, content_type=b"Application/JSON; charset=utf-8")[0]["status"] == 204
+
+
+# --- cross-site protection (the rule of Go 1.25's net/http.CrossOriginProtection) ---------------------------------
+
+TRUSTED = frozenset({"http://studio.example:8501"})
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "refused"),
+    [
+        ("POST", {}, False),  # curl, requests, SDKs: no browser header at all
+        ("POST", {"sec-fetch-site": "same-origin", "origin": "http://127.0.0.1:3000"}, False),
+        ("POST", {"sec-fetch-site": "none"}, False),  # typed into the address bar
+        ("POST", {"sec-fetch-site": "cross-site", "origin": "http://evil.example"}, True),
+        ("POST", {"sec-fetch-site": "same-site", "origin": "http://other.127.0.0.1.nip.io"}, True),
+        ("POST", {"sec-fetch-site": "cross-site", "origin": "http://studio.example:8501"}, False),  # trusted
+        ("POST", {"origin": "http://evil.example"}, True),  # an older browser: Origin only
+        ("POST", {"origin": "http://127.0.0.1:3000"}, False),  # its own origin
+        ("POST", {"origin": "http://studio.example:8501/"}, False),  # trusted, with a trailing slash
+        ("GET", {"sec-fetch-site": "cross-site", "origin": "http://evil.example"}, False),  # safe methods pass
+    ],
+)
+def test_the_cross_site_rule(method, headers, refused):
+    raw = {b"host": b"127.0.0.1:3000", **{k.encode(): v.encode() for k, v in headers.items()}}
+    refusal = cross_site_refusal(method, raw, TRUSTED)
+    assert (refusal is not None) == refused
+    if refused:
+        assert "MOODSHIFT_TRUSTED_ORIGINS" in refusal and headers["origin"] in refusal
+
+
+def test_a_cross_site_request_is_a_403_before_the_app_or_the_body():
+    ran = []
+
+    async def app(scope, receive, send):
+        ran.append(True)
+
+    sent: list[dict] = []
+
+    async def receive():
+        raise AssertionError("the body of a refused request is never read")
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/edit",
+        "headers": [(b"host", b"127.0.0.1:3000"), (b"sec-fetch-site", b"cross-site"), (b"origin", b"http://evil.x")],
+    }
+    asyncio.run(RequestGuardMiddleware(app, max_body_bytes=1000)(scope, receive, send))
+    status, body = answer(sent)
+    assert status == 403 and body["error"].startswith("cross-site request refused") and ran == []
+
+
+# --- uploads ---------------------------------------------------------------------------------------------------
+
+
+def multipart(fields: dict[str, str], files: dict[str, bytes]) -> tuple[bytes, bytes]:
+    """A multipart/form-data body (and its content type) as a browser or curl -F sends it."""
+    boundary = "moodshiftboundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    parts += [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+        for name, data in files.items()
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}".encode()
+
+
+def test_an_upload_becomes_the_json_body_with_files_as_base64_and_fields_typed():
+    body, content_type = multipart(
+        {"points": '[{"x": 3, "y": 4}]', "seed": "7", "prompt": "123 misty forest", "user_keyword": "42"},
+        {"image": b"\x89PNG fake bytes", "mask": b"\x00\x01"},
+    )
+    scope = {"type": "http", "method": "POST", "path": "/edit", "headers": [(b"content-type", content_type)]}
+    converted = json.loads(asyncio.run(multipart_as_json(scope, body, frozenset({"prompt", "user_keyword"}))))
+    assert converted == {
+        "points": [{"x": 3, "y": 4}],
+        "seed": 7,
+        "prompt": "123 misty forest",
+        "user_keyword": "42",  # a text field stays text, even when it reads as a number
+        "image": base64.b64encode(b"\x89PNG fake bytes").decode(),
+        "mask": base64.b64encode(b"\x00\x01").decode(),
+    }
+
+
+def test_the_app_gets_the_converted_json_with_its_length():
+    seen = {}
+
+    async def app(scope, receive, send):
+        message = await receive()
+        seen["headers"], seen["body"] = dict(scope["headers"]), message["body"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    body, content_type = multipart({"steps": "2"}, {"image": b"abc"})
+    call(app, path="/edit", content_type=content_type, messages=[{"type": "http.request", "body": body}])
+    assert json.loads(seen["body"]) == {"steps": 2, "image": "YWJj"}
+    assert seen["headers"][b"content-type"] == b"application/json"
+    assert seen["headers"][b"content-length"] == str(len(seen["body"])).encode()
+
+
+def test_the_openapi_document_offers_an_upload_beside_each_json_body_that_takes_an_image():
+    document = {
+        "paths": {
+            "/segment": {"post": {"requestBody": {"content": {"application/json": {"schema": {
+                "type": "object", "properties": {"image": {"type": "string"}, "points": {"type": "array"}}}}}}}},
+            "/edit": {"post": {"requestBody": {"content": {"application/json": {"schema": {
+                "$ref": "#/components/schemas/Edit"}}}}}},
+            "/prompt": {"post": {"requestBody": {"content": {"application/json": {"schema": {
+                "type": "object", "properties": {"keywords": {"type": "array"}}}}}}}},
+        },
+        "components": {"schemas": {"Edit": {"properties": {"image": {"type": "string"}, "mask": {"type": "string"}}}}},
+    }  # fmt: skip
+    patched = with_file_uploads(document)
+    segment = patched["paths"]["/segment"]["post"]["requestBody"]["content"]
+    assert segment["multipart/form-data"]["schema"]["properties"]["image"]["format"] == "binary"
+    assert segment["multipart/form-data"]["schema"]["properties"]["points"] == {"type": "array"}
+    edit = patched["paths"]["/edit"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert edit["properties"]["mask"]["format"] == "binary"
+    assert "multipart/form-data" not in patched["paths"]["/prompt"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" not in document["paths"]["/segment"]["post"]["requestBody"]["content"]  # a copy

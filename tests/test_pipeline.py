@@ -94,3 +94,17 @@ def test_a_bad_request_is_refused_before_any_model_loads(coffee, subject, reques
     fields = {"subject_mask": subject, **request_fields}
     with pytest.raises(InputError, match=message):
         pipeline.prepare_edit(coffee, **fields)
+
+
+def test_previews_arrive_while_the_edit_runs_unless_turned_off(pipeline, coffee, subject):
+    previews = []
+    prepared = pipeline.prepare_edit(coffee, subject_mask=subject, prompt="a galaxy", options={"steps": 30})
+    pipeline.run_edit(prepared, job_id="previews", on_step=lambda *_: None, on_preview=previews.append)
+    assert previews, "at least one preview during 30 steps"
+    assert all(p.dtype == np.uint8 and p.ndim == 3 and p.shape[2] == 3 and max(p.shape[:2]) <= 256 for p in previews)
+    quiet = []
+    prepared = pipeline.prepare_edit(
+        coffee, subject_mask=subject, prompt="a galaxy", options={"steps": 30, "preview": False}
+    )
+    pipeline.run_edit(prepared, job_id="quiet", on_step=lambda *_: None, on_preview=quiet.append)
+    assert quiet == []

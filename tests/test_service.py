@@ -88,6 +88,7 @@ def test_segment_accepts_a_box_alone(client, photo):
 
 def test_mood_uses_llava_through_ollama(client, photo):
     body = client.post("/mood", json={"image": photo}).json()
+    assert len(body.pop("image_id")) == 32  # the photo's id, for the requests that follow
     assert body == {"keywords": ["calm", "warm", "serene", "nostalgic"], "source": "llava", "reason": None}
 
 

@@ -21,6 +21,7 @@ from serving.ollama_standin import FakeOllama
 from serving.processes import running_service
 
 pytestmark = pytest.mark.slow
+TRUSTED_ORIGIN = "http://studio.example:8501"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -37,6 +38,7 @@ def server(tmp_path_factory):
             "MOODSHIFT_OLLAMA_HOST": ollama.url,
             "MOODSHIFT_OLLAMA_TIMEOUT_S": "10",
             "MOODSHIFT_SEGMENT_MAX_LATENCY_MS": "20000",
+            "MOODSHIFT_TRUSTED_ORIGINS": TRUSTED_ORIGIN,
         }
         with running_service(env, tmp_path_factory.mktemp("server") / "server.log") as url:
             yield url
@@ -73,11 +75,11 @@ def test_sync_http_client_edit(server, astronaut):
 
     mask = np.zeros(astronaut.shape[:2], dtype=bool)
     mask[100:400, 150:350] = True
-    with bentoml.SyncHTTPClient(server) as client:
+    with bentoml.SyncHTTPClient(server) as client:  # as the README shows it: the photo once, then its id
         segment = client.segment(image=encode_png_base64(astronaut), points=[{"x": 250, "y": 200, "label": 1}])
         assert _decode_png(segment["mask"]).shape == (512, 512)
         result = client.edit(
-            image=encode_png_base64(astronaut), mask=encode_png_base64(mask), prompt="galaxy", steps=2, seed=1
+            image_id=segment["image_id"], mask=encode_png_base64(mask), prompt="galaxy", steps=2, seed=1
         )
     image = _decode_png(result["images"][0])
     assert image.shape == astronaut.shape
@@ -178,5 +180,47 @@ def test_cli_edit_through_the_server(server, coffee, tmp_path):
         edited = np.asarray(Image.open(path))
         assert edited.shape == coffee.shape
         np.testing.assert_array_equal(edited[mask], coffee[mask])
+    preview = tmp_path / "preview.png"
+    watched = CliRunner().invoke(app, [*arguments, "--steps", "40", "--variants", "1", "--preview", str(preview)])
+    assert watched.exit_code == 0, watched.output
+    assert Image.open(preview).format == "PNG"  # saved while the service ran the edit
     bad = CliRunner().invoke(app, [*arguments[:-1], "http://127.0.0.1:9"])
     assert bad.exit_code == 2 and "Cannot reach the Moodshift service" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("who", "headers", "upload", "status"),
+    [
+        ("a page elsewhere, JSON", {"Sec-Fetch-Site": "cross-site", "Origin": "http://evil.example"}, False, 403),
+        (
+            "a page elsewhere, a form upload",
+            {"Sec-Fetch-Site": "cross-site", "Origin": "http://evil.example"},
+            True,
+            403,
+        ),
+        ("an older browser elsewhere", {"Origin": "http://evil.example"}, True, 403),
+        ("the service's own page", {"Sec-Fetch-Site": "same-origin", "Origin": "SELF"}, True, 200),
+        ("a trusted studio", {"Sec-Fetch-Site": "cross-site", "Origin": TRUSTED_ORIGIN}, False, 200),
+        ("a script (curl, requests)", {}, True, 200),
+    ],
+)
+def test_cross_site_requests_from_browsers_are_refused_unless_trusted(server, coffee, who, headers, upload, status):
+    photo = encode_png_base64(coffee)
+    headers = {name: value.replace("SELF", server) for name, value in headers.items()}
+    if upload:
+        files = {"image": ("photo.png", base64.b64decode(photo), "image/png")}
+        response = requests.post(f"{server}/mood", files=files, headers=headers, timeout=60)
+    else:
+        response = requests.post(f"{server}/mood", json={"image": photo}, headers=headers, timeout=60)
+    assert response.status_code == status, (who, response.text[:300])
+    if status == 403:
+        assert "cross-site request refused" in response.json()["error"] and "MOODSHIFT_TRUSTED_ORIGINS" in response.text
+    else:
+        assert response.json()["keywords"]
+
+
+def test_the_openapi_document_shows_uploads_and_json(server):
+    document = requests.get(f"{server}/docs.json", timeout=30).json()
+    content = document["paths"]["/segment"]["post"]["requestBody"]["content"]
+    assert "application/json" in content
+    assert content["multipart/form-data"]["schema"]["properties"]["image"]["format"] == "binary"

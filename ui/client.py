@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -91,6 +91,7 @@ class JobStatus:
     result: EditResult | None = None
     error: str | None = None
     stage: str | None = None  # what a running job is doing (segment, prompt, diffusion), when the service says
+    preview: bytes | None = None  # PNG of the background forming, while the job runs
 
     @property
     def finished(self) -> bool:
@@ -103,6 +104,19 @@ class EditJob:
 
     job_id: str
     total_steps: int
+
+
+@dataclass
+class Photo:
+    """The photo being edited as the service knows it: sent once, then named by the `image_id` the service answered
+    with. Kept in the session, so clicks, the mood and the edit after the first request send no pixels."""
+
+    data: bytes = field(repr=False)
+    image_id: str | None = None
+
+    @property
+    def b64(self) -> str:
+        return encode_image(self.data)
 
 
 def encode_image(data: bytes) -> str:
@@ -136,13 +150,13 @@ class ServiceClient:
             return False
         return response.status_code == 200
 
-    def segment(self, image_b64: str, points: list[dict[str, int]], box: list[int] | None = None) -> Segmentation:
+    def segment(self, photo: Photo, points: list[dict[str, int]], box: list[int] | None = None) -> Segmentation:
         """POST /segment with points in original-image pixels."""
-        body: dict[str, Any] = {"image": image_b64, "points": points}
+        body: dict[str, Any] = {"points": points}
         if box is not None:
             body["box"] = box
         started = time.perf_counter()
-        answer = self._call("POST", "/segment", body, STAGE_TIMEOUT_S)
+        answer = self._with_photo("/segment", photo, body, STAGE_TIMEOUT_S)
         return Segmentation(
             mask_png=decode_image(answer["mask"]),
             score=float(answer.get("score", 0.0)),
@@ -151,8 +165,8 @@ class ServiceClient:
             elapsed_s=time.perf_counter() - started,
         )
 
-    def mood(self, image_b64: str) -> Mood:
-        answer = self._call("POST", "/mood", {"image": image_b64}, STAGE_TIMEOUT_S)
+    def mood(self, photo: Photo) -> Mood:
+        answer = self._with_photo("/mood", photo, {}, STAGE_TIMEOUT_S)
         return Mood([str(k) for k in answer["keywords"]], str(answer.get("source", "")), answer.get("reason"))
 
     def prompt(self, keywords: list[str], user_keyword: str) -> PromptDraft:
@@ -165,8 +179,9 @@ class ServiceClient:
         """POST /edit and wait for the whole edit (no progress; the studio uses the job API instead)."""
         return EditResult.from_json(self._call("POST", "/edit", body, EDIT_TIMEOUT_S))
 
-    def submit_edit(self, body: dict[str, Any]) -> EditJob:
-        answer = self._call("POST", "/edit_submit", body, STAGE_TIMEOUT_S)
+    def submit_edit(self, photo: Photo, body: dict[str, Any]) -> EditJob:
+        """POST /edit_submit: the edit of `photo` with `body`'s mask or clicks, prompt or word, and options."""
+        answer = self._with_photo("/edit_submit", photo, body, STAGE_TIMEOUT_S)
         return EditJob(str(answer["job_id"]), int(answer.get("total_steps", 0)))
 
     def edit_status(self, job_id: str) -> JobStatus:
@@ -180,6 +195,7 @@ class ServiceClient:
             result=EditResult.from_json(result) if result else None,
             error=answer.get("error"),
             stage=answer.get("stage"),
+            preview=decode_image(answer["preview"]) if answer.get("preview") else None,
         )
 
     def cancel_edit(self, job_id: str) -> str:
@@ -188,6 +204,19 @@ class ServiceClient:
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
+
+    def _with_photo(self, path: str, photo: Photo, body: dict[str, Any], read_timeout_s: float) -> dict[str, Any]:
+        """POST `body` with the photo: by its id once the service has it, the pixels again (once) when it answers
+        409 (no longer kept) or has given no id yet. The answer's `image_id`, when it has one, is remembered."""
+        if photo.image_id is not None:
+            try:
+                return self._call("POST", path, {**body, "image_id": photo.image_id}, read_timeout_s)
+            except ServiceError as exc:
+                if exc.status != 409:
+                    raise
+        answer = self._call("POST", path, {**body, "image": photo.b64}, read_timeout_s)
+        photo.image_id = answer.get("image_id") or photo.image_id
+        return answer
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None, read_timeout_s: float) -> dict[str, Any]:
         url = self.url(path)

@@ -50,6 +50,7 @@ def defaults() -> dict[str, Any]:
         "prompt_error": None,
         # generation
         "job": None,  # the edit job being followed (dict), survives reruns and page switches
+        "last_preview": None,  # PNG of the latest preview shown while an edit ran
         "job_error": None,
         "results": None,  # the last finished edit (dict)
         "compare_at": 50,

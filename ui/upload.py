@@ -7,7 +7,6 @@ with the rotation applied.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import math
@@ -17,6 +16,8 @@ from numbers import Real
 from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ui.client import Photo
 
 ACCEPTED_TYPES = ("png", "jpg", "jpeg", "webp")
 _PLAIN_FORMATS = {"PNG", "JPEG"}
@@ -53,12 +54,17 @@ def _positive(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class SourceImage:
-    """The photo being edited: `data` is what is sent to the service; `image` is it decoded (RGB)."""
+    """The photo being edited: `data` is what is sent to the service; `image` is it decoded (RGB); `photo` is it as
+    the service knows it (sent once, then named by its image id)."""
 
     name: str
     data: bytes = field(repr=False)
     sha256: str
     image: Image.Image = field(repr=False, compare=False)
+    photo: Photo = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "photo", Photo(self.data))
 
     @property
     def width(self) -> int:
@@ -67,10 +73,6 @@ class SourceImage:
     @property
     def height(self) -> int:
         return self.image.height
-
-    @property
-    def b64(self) -> str:
-        return base64.b64encode(self.data).decode("ascii")
 
 
 def read_upload(name: str, data: bytes, max_mb: float, max_pixels: int) -> SourceImage:

@@ -43,3 +43,13 @@ def read_image(path: Path, max_pixels: int):
         return load_image(data, max_pixels)
     except ImageInputError as exc:
         fail(f"{path}: {exc}")
+
+
+def save_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` in one step, so a viewer watching it never reads half a file; or a clear error."""
+    partial = path.with_name(path.name + ".part")
+    try:
+        partial.write_bytes(data)
+        partial.replace(path)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}")

@@ -36,6 +36,14 @@ def bench_serve(
             "at them by URL) vs the single-process service, alternating; --per-client sets the repeats.",
         ),
     ] = False,
+    http_clients: Annotated[
+        bool,
+        typer.Option(
+            "--http-clients",
+            help="Instead: what clients pay — a repeat click by image id over HTTP vs in-process, a 12 MP JPEG as a "
+            "multipart upload vs base64 JSON, an edit with previews on vs off; --per-client sets the repeats.",
+        ),
+    ] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the numbers to this JSON file.")] = None,
 ) -> None:
     """Load the service over HTTP: /segment (new image, repeat click) and /edit; batching on vs off; HTTP overhead.
@@ -55,6 +63,9 @@ def bench_serve(
     photo_size = (size, size * 3 // 4)
     if split:
         _bench_split(photo_size, per_client, edit_steps, json_path)
+        return
+    if http_clients:
+        _bench_http_clients(url, photo_size, per_client, json_path)
         return
     counts = _client_counts(clients)
     results = []
@@ -104,4 +115,31 @@ def _bench_split(photo_size: tuple[int, int], repeats: int, edit_steps: int, jso
     typer.echo(format_split_table(result))
     if json_path:
         json_path.write_text(json.dumps(result.to_dict(), indent=2))
+        typer.echo(f"wrote {json_path}")
+
+
+def _bench_http_clients(url: str | None, photo_size: tuple[int, int], repeats: int, json_path: Path | None) -> None:
+    """The three client-side comparisons on one service (started here, tiny and without Ollama, unless --url)."""
+    import contextlib
+    import os
+    import tempfile
+
+    from serving.bench.clients import format_pairs, jpeg_photo, previews, repeat_click, uploads
+    from serving.processes import running_service
+    from serving.settings import get_settings
+
+    os.environ.setdefault("MOODSHIFT_PROFILE", "tiny")
+    env = {"MOODSHIFT_OLLAMA_ENABLED": "false", "MOODSHIFT_SEGMENT_MAX_BATCH_SIZE": "1"}
+    log = Path(tempfile.mkdtemp(prefix="moodshift-bench-clients-")) / "service.log"
+    with contextlib.ExitStack() as stack:
+        base = url.rstrip("/") if url else stack.enter_context(running_service(env, log))
+        get_settings.cache_clear()
+        pairs = [
+            repeat_click(base, photo_size, max(10, repeats), get_settings()),
+            uploads(base, jpeg_photo(4000, 3000), max(3, repeats // 3)),
+            previews(base, photo_size, max(3, repeats // 3), steps=20),
+        ]
+    typer.echo(format_pairs(pairs))
+    if json_path:
+        json_path.write_text(json.dumps([pair.row() for pair in pairs], indent=2))
         typer.echo(f"wrote {json_path}")

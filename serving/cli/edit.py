@@ -71,6 +71,14 @@ def edit(
         str | None,
         typer.Option("--server", help="Run the edit on a Moodshift service (e.g. http://127.0.0.1:3000) over HTTP."),
     ] = None,
+    preview_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--preview",
+            help="Save a small preview of the background forming to this PNG while the edit runs (replaced at each "
+            "step; open it in a viewer that reloads).",
+        ),
+    ] = None,
     edit_options: dict[str, Any] | None = None,
 ) -> None:
     """Give IMAGE a new background from --prompt or --keyword; the subject (--mask or clicks) stays pixel-exact."""
@@ -85,23 +93,37 @@ def edit(
     clicks = [parse_point(text) for text in points or []]
     box_values = parse_box(box) if box is not None else None
     moods = [word.strip() for word in keywords.split(",") if word.strip()] if keywords is not None else None
-    request = {"prompt": prompt, "user_keyword": keyword, "keywords": moods, **(edit_options or {})}
+    request = {
+        "prompt": prompt,
+        "user_keyword": keyword,
+        "keywords": moods,
+        **(edit_options or {}),
+        "preview": preview_path is not None,  # pictures nobody watches cost the service a little: only on request
+    }
     if server:
         from serving.cli.remote import edit_on_server
 
-        edit_on_server(server, image, mask, clicks, box_values, request, output)
+        edit_on_server(server, image, mask, clicks, box_values, request, output, preview_path)
     else:
-        _edit_in_process(image, mask, clicks, box_values, request, output)
+        _edit_in_process(image, mask, clicks, box_values, request, output, preview_path)
 
 
 def _edit_in_process(
-    image: Path, mask: Path | None, clicks: list, box: list[float] | None, request: dict[str, Any], output: Path
+    image: Path,
+    mask: Path | None,
+    clicks: list,
+    box: list[float] | None,
+    request: dict[str, Any],
+    output: Path,
+    preview: Path | None,
 ) -> None:
     """The edit through the pipeline in this process: checked before any model loads, with a progress bar."""
     import numpy as np
     from PIL import Image
 
+    from serving.cli.app import save_atomically
     from serving.core.errors import InputError
+    from serving.core.images import png_bytes
     from serving.core.masks import mask_from_png_bytes
     from serving.models.errors import WeightsError
     from serving.pipeline import Pipeline
@@ -145,7 +167,13 @@ def _edit_in_process(
                 typer.echo(f"\n{STAGE_LABELS[stage]}", err=True)
 
         try:
-            outcome = pipeline.run_edit(prepared, job_id=uuid.uuid4().hex, on_stage=on_stage, on_step=on_step)
+            outcome = pipeline.run_edit(
+                prepared,
+                job_id=uuid.uuid4().hex,
+                on_stage=on_stage,
+                on_step=on_step,
+                on_preview=None if preview is None else lambda rgb: save_atomically(preview, png_bytes(rgb)),
+            )
         except InputError as exc:  # e.g. the clicks gave an empty mask
             fail(str(exc))
         on_step(prepared.total_steps, prepared.total_steps)

@@ -29,19 +29,25 @@ def _parameter(option: EditOption) -> inspect.Parameter:
     return inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
 
 
+# Edit options a command line sets otherwise: `preview` is `--preview PATH`, a file to watch, not a switch.
+NOT_FLAGS = frozenset({"preview"})
+
+
 def takes_edit_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a command one option per edit option; it receives them as `edit_options` ({name: value or None})."""
+    """Give a command one option per edit option (but `NOT_FLAGS`); it receives them as `edit_options`
+    ({name: value or None})."""
     hints = typing.get_type_hints(command, include_extras=True)
     own = [
         parameter.replace(annotation=hints.get(parameter.name, parameter.annotation))
         for parameter in inspect.signature(command).parameters.values()
         if parameter.name != "edit_options"
     ]
-    parameters = own + [_parameter(option) for option in EDIT_OPTIONS.values()]
+    flags = [name for name in EDIT_OPTIONS if name not in NOT_FLAGS]
+    parameters = own + [_parameter(EDIT_OPTIONS[name]) for name in flags]
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
-        edit_options = {name: kwargs.pop(name) for name in EDIT_OPTIONS}
+        edit_options = {name: kwargs.pop(name) for name in flags}
         return command(**kwargs, edit_options=edit_options)
 
     wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]

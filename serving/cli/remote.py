@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from serving.cli.app import fail, read_file
+from serving.cli.app import fail, read_file, save_atomically
 
 POLL_S = 0.25
 CONNECT_TIMEOUT_S = 5.0
@@ -47,8 +47,10 @@ def edit_on_server(
     box: list[float] | None,
     request: dict[str, Any],
     output: Path,
+    preview: Path | None = None,
 ) -> None:
-    """Submit the edit, follow it with a progress bar, and write each variant like the in-process edit does."""
+    """Submit the edit, follow it with a progress bar (saving each new preview to `preview` when given), and write
+    each variant like the in-process edit does."""
     from serving.cli.edit import variant_paths
 
     url = url.rstrip("/")
@@ -70,6 +72,8 @@ def edit_on_server(
         ):
             bar.update(int(status["step"]) - shown)
             shown = int(status["step"])
+            if preview is not None and status.get("preview"):
+                save_atomically(preview, base64.b64decode(status["preview"]))
             time.sleep(POLL_S)
         bar.update(int(status["total"]) - shown)
     if status["state"] != "done":

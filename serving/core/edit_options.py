@@ -153,6 +153,7 @@ EDIT_OPTIONS: dict[str, EditOption] = {
             0,
             150,
         ),
+        EditOption("preview", bool, True, "Small pictures of the background forming while the edit runs."),
         EditOption(
             "negative_prompt",
             str,
@@ -176,6 +177,7 @@ class EditOptions:
     feather: int
     strength: float
     shrink_steps: int
+    preview: bool
     negative_prompt: str
 
     @property

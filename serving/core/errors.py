@@ -25,6 +25,10 @@ class NotFoundError(MoodshiftError, LookupError):
 class NotCachedError(MoodshiftError, LookupError):
     """An id whose data is no longer kept (evicted from a cache): the caller sends the data itself again."""
 
+    @classmethod
+    def image(cls, image_id: str) -> NotCachedError:
+        return cls(f"image_id {image_id!r} is not cached (never sent, or evicted since): send the image itself again")
+
 
 class OverloadedError(MoodshiftError):
     """Too much work in progress to take this request now; the caller may try again shortly."""

@@ -49,7 +49,8 @@ class DiffusionRequest:
     latent mask counts every pixel of it). composite=False returns the decoded background alone, at the image's
     size. original_size: (width, height) of the photo `image` was resized from, when it was (the working size
     follows the photo's aspect; the caller composites). progress(step, total) is called after every denoising
-    step; setting `cancel` stops the edit with `CancelledError`.
+    step, and preview(latents) with the (4, h, w) latents its first variant is heading for; setting `cancel` stops
+    the edit with `CancelledError`.
     """
 
     image: np.ndarray | Image.Image
@@ -59,6 +60,7 @@ class DiffusionRequest:
     composite: bool = True
     original_size: tuple[int, int] | None = None
     progress: ProgressCallback | None = field(default=None, repr=False, compare=False)
+    preview: Callable[[torch.Tensor], None] | None = field(default=None, repr=False, compare=False)
     cancel: threading.Event | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -268,7 +270,8 @@ class BlendedSDXLRunner:
             if do_cfg:
                 noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
                 noise_pred = noise_pred_uncond + guidance * (noise_pred_text - noise_pred_uncond)
-            latents = scheduler.step(noise_pred, timestep, latents, **step_kwargs, return_dict=False)[0]
+            stepped = scheduler.step(noise_pred, timestep, latents, **step_kwargs, return_dict=False)
+            latents = stepped[0]
             # Outside the edit region: the source noised to the *next* timestep (one fixed noise), clean at the end.
             if index < len(timesteps) - 1:
                 kept = scheduler.add_noise(source_latents, noise, timesteps[index + 1 : index + 2])
@@ -276,9 +279,7 @@ class BlendedSDXLRunner:
                 kept = source_latents
             edit_mask = step_masks[index]
             latents = (1 - edit_mask) * kept + edit_mask * latents
-            for edit in edits:
-                if edit.progress is not None:
-                    edit.progress(index + 1, len(timesteps))
+            self._report_step(edits, index + 1, len(timesteps), stepped, latents, source_latents, edit_mask)
         timings["denoise_s"] = time.perf_counter() - start
         timings["steps"] = float(len(timesteps))
         timings["batch_images"] = float(len(noise))
@@ -314,6 +315,29 @@ class BlendedSDXLRunner:
             if isinstance(result, DiffusionResult):
                 result.timings = dict(timings)
         return results
+
+    @staticmethod
+    def _report_step(
+        edits: list[DiffusionRequest],
+        step: int,
+        total: int,
+        stepped: tuple,
+        latents: torch.Tensor,
+        source_latents: torch.Tensor,
+        edit_mask: torch.Tensor,
+    ) -> None:
+        """Tell each request its step and, when it wants previews, the picture its first variant is heading for:
+        the scheduler's prediction of the clean latents (where it gives one) in the edit region, the source
+        elsewhere."""
+        row = 0
+        for edit in edits:
+            if edit.progress is not None:
+                edit.progress(step, total)
+            if edit.preview is not None:
+                heading = stepped[1] if len(stepped) > 1 and stepped[1] is not None else latents
+                mask = edit_mask[row]
+                edit.preview((mask * heading[row] + (1 - mask) * source_latents[row]).detach())
+            row += edit.options.variants
 
     def _encode_prompts(self, edits: list[DiffusionRequest], do_cfg: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt and pooled embeddings of the batch, one request at a time (each its own prompt), repeated per

@@ -168,9 +168,7 @@ class Segmenter:
         with self._lock:
             embedding = self._embeddings.get(image_id)
             if embedding is None:
-                raise NotCachedError(
-                    f"image_id {image_id!r} is not cached (never sent, or evicted since): send the image itself again"
-                )
+                raise NotCachedError.image(image_id)
             self._embeddings.move_to_end(image_id)
             self.cache_hits += 1
         height, width = embedding.original_size

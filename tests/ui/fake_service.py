@@ -168,6 +168,11 @@ class FakeService:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def forget_images(self) -> None:
+        """Forget every photo kept by id (as a restarted or busy service would): the next id gets a 409."""
+        with self._lock:
+            self._images.clear()
+
     def calls(self, path: str) -> list[dict[str, Any] | None]:
         """The JSON bodies received on `path`, oldest first."""
         with self._lock:
@@ -236,30 +241,40 @@ class FakeService:
         height, width = image.shape[:2]
         return disc_mask(width, height, points, self.disc_radius_fraction * min(width, height))
 
-    def _segment(self, body: dict[str, Any]) -> dict[str, Any]:
-        points = body["points"]
-        if not points:
-            raise ValueError("no clicks: give at least one point or a box")
+    def _photo(self, body: dict[str, Any]) -> tuple[np.ndarray, str, bool]:
+        """The photo sent (kept by its id) or named by an earlier answer's `image_id` (409 when not kept), its id,
+        and whether it was kept already."""
         if body.get("image") is not None:
             image = self._image(body["image"])
             image_id = image_id_of(image)
             with self._lock:
                 cached = image_id in self._images
                 self._images[image_id] = image
-        else:
-            image_id = str(body["image_id"])
-            with self._lock:
-                image = self._images.get(image_id)
-            if image is None:
-                raise NotCachedError(f"image_id {image_id!r} is not cached (any more): send the image itself")
-            cached = True
+            return image, image_id, cached
+        image_id = str(body.get("image_id"))
+        with self._lock:
+            image = self._images.get(image_id)
+        if image is None:
+            raise NotCachedError.image(image_id)
+        return image, image_id, True
+
+    def _segment(self, body: dict[str, Any]) -> dict[str, Any]:
+        points = body["points"]
+        if not points:
+            raise ValueError("no clicks: give at least one point or a box")
+        image, image_id, cached = self._photo(body)
         _check_points(points, image.shape[1], image.shape[0])
         mask = self._mask(image, points)
         return {"mask": _png_b64(mask.astype(np.uint8) * 255), "score": 0.9, "image_id": image_id, "cached": cached}
 
     def _mood(self, body: dict[str, Any]) -> dict[str, Any]:
-        self._image(body["image"])
-        return {"keywords": list(FAKE_KEYWORDS), "source": "heuristic", "reason": "Ollama is not reachable (fake)"}
+        _, image_id, _ = self._photo(body)
+        return {
+            "keywords": list(FAKE_KEYWORDS),
+            "source": "heuristic",
+            "reason": "Ollama is not reachable (fake)",
+            "image_id": image_id,
+        }
 
     def _prompt(self, body: dict[str, Any]) -> dict[str, Any]:
         words = [str(body["user_keyword"]), *body["keywords"]]
@@ -271,7 +286,7 @@ class FakeService:
         return check_edit_options({name: body.get(name) for name in EDIT_OPTIONS}, self.option_defaults)
 
     def _result(self, body: dict[str, Any], options: EditOptions) -> dict[str, Any]:
-        image = self._image(body["image"])
+        image, image_id, _ = self._photo(body)
         if body.get("mask"):
             mask = Image.open(io.BytesIO(base64.b64decode(body["mask"]))).convert("L")
             subject = np.asarray(mask) >= 128
@@ -289,7 +304,7 @@ class FakeService:
             "prompt": prompt,
             "prompt_source": "user" if body.get("prompt") else "template",
             "tokens": len(prompt.split()) + 2,
-            "image_id": image_id_of(image),
+            "image_id": image_id,
             "timings": {"segment_s": 0.0, "diffusion_s": 0.01, "total_s": 0.02},
         }
 
@@ -297,7 +312,7 @@ class FakeService:
         return self._result(body, self._options(body))
 
     def _submit(self, body: dict[str, Any]) -> dict[str, Any]:
-        self._image(body["image"])
+        self._photo(body)
         options = self._options(body)
         with self._lock:
             job_id = uuid.uuid4().hex
@@ -332,6 +347,9 @@ class FakeService:
             if job.result is None:
                 job.result = self._result(job.body, job.options)
             answer["result"] = job.result
+        if job.state == "running" and job.options.preview:  # the background "forming": the seed's colour, darker early
+            shade = np.array(seed_color(job.options.seed), dtype=np.float32) * job.step / max(job.total, 1)
+            answer["preview"] = _png_b64(np.full((24, 32, 3), shade, dtype=np.uint8))
         if job.state == "failed":
             answer["error"] = self.fail_job
         if job.state == "cancelled":

@@ -150,6 +150,17 @@ def test_mood_and_prompt_preview(studio, fake_service, big_photo_png):
     assert at.text_area(key="prompt_text").value == "a neon city at night"
 
 
+def test_the_studio_sends_the_photo_once_and_shows_previews_while_the_edit_runs(studio, fake_service, big_photo_png):
+    at = click(generate_edit(studio, big_photo_png), 100, 100)  # and one more click after the edit
+    assert_no_exception(at)
+    photo_calls = [body for _, path, body in fake_service.requests if path in ("/segment", "/mood", "/edit_submit")]
+    assert len(photo_calls) >= 4  # a click, the mood, the edit, the later click
+    assert "image" in photo_calls[0] and all("image" not in body for body in photo_calls[1:])
+    assert {body.get("image_id") for body in photo_calls[1:]} == {at.session_state.source.photo.image_id}
+    preview = at.session_state.last_preview  # the last picture shown while the job ran
+    assert preview is not None and Image.open(io.BytesIO(preview)).size == (32, 24)
+
+
 def test_generate_follows_the_job_and_saves_a_history_entry(studio, fake_service, big_photo_png):
     at = studio
     at.toggle(key="random_seed").set_value(False)
@@ -176,7 +187,7 @@ def test_generate_follows_the_job_and_saves_a_history_entry(studio, fake_service
     assert record.prompt == body["prompt"] and record.seeds == [42, 43]
     # Every option of the service's table is recorded (the negative prompt on its own: `record.negative_prompt`).
     assert record.params == {"seed": 42, "steps": 3, "guidance": 7.0, "variants": 2, "feather": 4, "strength": 1.0,
-                             "shrink_steps": 0}  # fmt: skip
+                             "shrink_steps": 0, "preview": True}  # fmt: skip
     assert record.timings["total_s"] == 0.02 and record.timings["wall_s"] > 0
     assert record.image_id == at.session_state.segmentation.image_id
     assert record.user_keyword == "forest" and record.keywords == ["calm", "warm", "soft"]

@@ -34,6 +34,7 @@ CHROMIUM_ARGS = [
 PHOTO_SIZE = (1200, 800)  # larger than the canvas and not square: the canvas shows it scaled
 DEMO_START_TIMEOUT_S = 420
 GENERATE_TIMEOUT_S = 420
+EDIT_STEPS = 12  # a tiny edit of 12 steps lasts a few polls on CPU: long enough to show a preview
 
 pytestmark = [
     pytest.mark.slow,
@@ -146,11 +147,19 @@ def test_studio_in_a_real_browser(demo, tmp_path, coffee):
             steps = page.get_by_role("slider", name="Steps")
             steps.focus()
             steps.press("Home")  # 1
-            steps.press("ArrowRight")  # 2 steps: quick on CPU
-            expect(steps).to_have_value("2")
+            for _ in range(3 * EDIT_STEPS):  # enough steps to see the picture form, few enough for a CPU
+                if int(steps.input_value()) >= EDIT_STEPS:  # a key pressed while the app reruns can be lost
+                    break
+                steps.press("ArrowRight")
+                page.wait_for_timeout(100)
+            expect(steps).to_have_value(str(EDIT_STEPS))
             page.wait_for_timeout(500)
 
             page.get_by_role("button", name="Generate").click()
+            expect(page.get_by_text("The background forming (preview)")).to_be_visible(timeout=120_000)
+            preview = page.locator('[data-testid="stImage"]', has_text="The background forming").locator("img")
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=preview.element_handle())
+            page.screenshot(path=str(ARTIFACTS / "e2e-preview.png"), full_page=True)
             expect(page.get_by_text("Saved to history")).to_be_visible(timeout=GENERATE_TIMEOUT_S * 1000)
             expect(page.get_by_role("heading", name="Result")).to_be_visible()
             expect(page.get_by_role("button", name="Download PNG")).to_be_visible()
@@ -166,7 +175,7 @@ def test_studio_in_a_real_browser(demo, tmp_path, coffee):
     entries = [p for p in demo.history_dir.iterdir() if not p.name.startswith(".")]
     assert len(entries) == 1
     entry = json.loads((entries[0] / "entry.json").read_text())
-    assert entry["params"]["steps"] == 2 and entry["params"]["variants"] == 1
+    assert entry["params"]["steps"] == EDIT_STEPS and entry["params"]["variants"] == 1
     assert (entry["width"], entry["height"]) == PHOTO_SIZE
     assert Image.open(entries[0] / "result_0.png").size == PHOTO_SIZE
     # The click, mapped back to the photo's pixels (Chromium floors mouse positions: allow one canvas pixel).

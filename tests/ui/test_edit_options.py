@@ -28,7 +28,7 @@ def service_table() -> dict[str, EditOption]:
 
 def test_every_row_of_the_services_table_is_read_in_order(service_table):
     assert list(service_table) == [
-        "seed", "steps", "guidance", "variants", "feather", "strength", "shrink_steps", "negative_prompt"
+        "seed", "steps", "guidance", "variants", "feather", "strength", "shrink_steps", "preview", "negative_prompt"
     ]  # fmt: skip
     steps = service_table["steps"]
     assert (steps.type, steps.default, steps.low, steps.high, steps.step, steps.slides) == (
@@ -102,7 +102,7 @@ def test_the_request_has_every_option_clamped_with_the_sessions_values(service_t
     values = {"seed": 42, "steps": 500, "guidance": 7.5, "variants": 2, "negative_prompt": "text"}
     fields = request_fields(options, values, random_seed=False)
     assert fields == {"seed": 42, "steps": 150, "guidance": 7.5, "variants": 2, "feather": 8, "strength": 1.0,
-                      "shrink_steps": 0, "negative_prompt": "text"}  # fmt: skip
+                      "shrink_steps": 0, "preview": True, "negative_prompt": "text"}  # fmt: skip
 
 
 def test_a_random_seed_is_drawn_for_each_request_within_the_seeds_bounds(service_table):

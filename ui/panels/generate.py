@@ -22,6 +22,7 @@ from ui.sidebar import edit_request_fields
 from ui.upload import SourceImage
 
 POLL_INTERVAL_S = 0.4
+PREVIEW_WIDTH = 320
 COMPARE_MAX = (1100, 760)
 
 
@@ -46,7 +47,7 @@ def _submit(source: SourceImage) -> None:
     state = st.session_state
     state.job_error = None
     request = edit_request_fields()
-    body: dict[str, Any] = {"image": source.b64, "mask": encode_image(state.segmentation.mask_png), **request}
+    body: dict[str, Any] = {"mask": encode_image(state.segmentation.mask_png), **request}
     if state.prompt_text.strip():
         body["prompt"] = state.prompt_text.strip()
     if state.user_word.strip():
@@ -54,7 +55,7 @@ def _submit(source: SourceImage) -> None:
     if keywords():
         body["keywords"] = keywords()
     try:
-        job = get_client(state.service_url).submit_edit(body)
+        job = get_client(state.service_url).submit_edit(source.photo, body)
     except ServiceError as exc:
         state.job_error = exc
         return
@@ -92,8 +93,9 @@ def _follow(job: dict[str, Any]) -> None:
     state = st.session_state
     state.job_error = None
     client = get_client(state.service_url)
-    slot = st.empty()
+    slot, preview_slot = st.empty(), st.empty()
     slot.progress(0.0, text="Waiting for the service…")
+    shown = None  # the preview on the page, so an unchanged one is not sent to the browser again
     while True:
         try:
             status = client.edit_status(job["job_id"])
@@ -105,13 +107,19 @@ def _follow(job: dict[str, Any]) -> None:
         if status.state == "done" and status.result is not None:
             _finish(job, status.result, elapsed)  # before any st call: a pending rerun stops the script there
             slot.empty()
+            preview_slot.empty()
             return
         if status.finished:
             state.job = None
             state.job_error = JobEnded(status.state, status.error or "no details from the service")
             slot.empty()
+            preview_slot.empty()
             return
         slot.progress(min(status.step / (status.total or job["total"] or 1), 1.0), text=progress_text(status, elapsed))
+        if status.preview is not None and status.preview != shown:
+            state.last_preview = status.preview
+            preview_slot.image(status.preview, caption="The background forming (preview)", width=PREVIEW_WIDTH)
+            shown = status.preview
         time.sleep(POLL_INTERVAL_S)
 
 

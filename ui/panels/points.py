@@ -73,7 +73,7 @@ def _segment(source: SourceImage, points: list[Point], display: Image.Image) -> 
         # Everything is recorded inside the block: a rerun requested meanwhile (another click) interrupts the
         # script at the spinner's exit, and the outcome must not be lost with it.
         try:
-            segmentation = get_client(state.service_url).segment(source.b64, [p.to_json() for p in points])
+            segmentation = get_client(state.service_url).segment(source.photo, [p.to_json() for p in points])
         except ServiceError as exc:
             state.update(segmentation=None, mask_overlay=None, segment_error=exc, segment_attempt=points)
         else:

@@ -35,7 +35,7 @@ def _read_mood(source: SourceImage) -> None:
     with st.spinner("Reading the photo's mood…"):
         # Recorded inside the block: a rerun requested meanwhile interrupts the script at the spinner's exit.
         try:
-            mood = get_client(state.service_url).mood(source.b64)
+            mood = get_client(state.service_url).mood(source.photo)
         except ServiceError as exc:
             state.update(mood_error=exc, mood_for=source.sha256)
         else:

@@ -1,0 +1,139 @@
+"""What HTTP clients pay: a repeat click by image id over HTTP against the same click in-process, a 12 MP JPEG sent
+as a multipart upload against base64 JSON, and an edit with live previews against one without. Each pair runs
+alternately on one service, so a busy neighbour slows both alike."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import requests
+from PIL import Image
+
+from serving.bench.serve import REQUEST_TIMEOUT_S, synthetic_photos
+from serving.core.images import encode_png_base64
+
+
+@dataclass
+class Pair:
+    """Latencies (ms) of two ways to do one thing, and the goal their difference is held to."""
+
+    name: str
+    first: str
+    second: str
+    first_ms: list[float] = field(default_factory=list)
+    second_ms: list[float] = field(default_factory=list)
+    goal: str = ""
+
+    def p50(self, which: str) -> float:
+        return float(np.median(self.first_ms if which == "first" else self.second_ms))
+
+    def row(self) -> dict:
+        first, second = self.p50("first"), self.p50("second")
+        return {**asdict(self), "first_p50_ms": first, "second_p50_ms": second, "difference_ms": second - first}
+
+
+def _timed_ms(send) -> float:
+    began = time.perf_counter()
+    response = send()
+    elapsed = (time.perf_counter() - began) * 1000
+    if response.status_code != 200:
+        raise RuntimeError(f"{response.request.url} answered {response.status_code}: {response.text[:200]}")
+    return elapsed
+
+
+def repeat_click(url: str, size: tuple[int, int], repeats: int, settings) -> Pair:
+    """A repeat click by image id through the pipeline in this process and over HTTP, alternately (the same tiny
+    models on both sides; the HTTP side also ships the mask back as a PNG, which is part of what it costs)."""
+    from serving.pipeline import Pipeline
+
+    session = requests.Session()
+    photo = synthetic_photos(1, size, seed=99)[0]
+    click = [{"x": size[0] / 2, "y": size[1] / 2, "label": 1}]
+    pipeline = Pipeline.in_process(settings)
+    local_id = pipeline.segment(np.asarray(Image.open(io.BytesIO(base64.b64decode(photo)))), click, None).image_id
+    remote = session.post(f"{url}/segment", json={"image": photo, "points": click}, timeout=REQUEST_TIMEOUT_S)
+    body = {"image_id": remote.json()["image_id"], "points": click}
+    pair = Pair("repeat click by image id", "in-process", "HTTP", goal="≤ +20 ms p50")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        pipeline.segment_by_id(local_id, click, None)
+        pair.first_ms.append((time.perf_counter() - began) * 1000)
+        pair.second_ms.append(_timed_ms(lambda: session.post(f"{url}/segment", json=body, timeout=REQUEST_TIMEOUT_S)))
+    return pair
+
+
+def jpeg_photo(width: int, height: int, seed: int = 0) -> bytes:
+    """A photo-like JPEG (smooth gradients and noise, as a camera's file compresses) of width×height."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:height, 0:width]
+    base = np.stack([xs * 255 // width, ys * 255 // height, (xs + ys) * 255 // (width + height)], axis=-1)
+    pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def uploads(url: str, jpeg: bytes, repeats: int) -> Pair:
+    """/mood of the same JPEG sent as base64 JSON and as a multipart upload (the encoding on the client's side is
+    counted: a client has to do it)."""
+    session = requests.Session()
+    pair = Pair(f"/mood, {len(jpeg) / 1e6:.1f} MB JPEG", "JSON (base64)", "multipart upload", goal="upload not slower")
+    for _ in range(repeats):
+        pair.first_ms.append(
+            _timed_ms(
+                lambda: session.post(
+                    f"{url}/mood", json={"image": base64.b64encode(jpeg).decode()}, timeout=REQUEST_TIMEOUT_S
+                )
+            )
+        )
+        pair.second_ms.append(
+            _timed_ms(
+                lambda: session.post(
+                    f"{url}/mood", files={"image": ("photo.jpg", jpeg, "image/jpeg")}, timeout=REQUEST_TIMEOUT_S
+                )
+            )
+        )
+    return pair
+
+
+def previews(url: str, size: tuple[int, int], repeats: int, steps: int) -> Pair:
+    """Edits through the job API, polled as the studio polls, with previews off and on."""
+    session = requests.Session()
+    photo = synthetic_photos(1, size, seed=5)[0]
+    mask = np.zeros((size[1], size[0]), dtype=bool)
+    mask[size[1] // 4 : 3 * size[1] // 4, size[0] // 4 : 3 * size[0] // 4] = True
+    edit = {"image": photo, "mask": encode_png_base64(mask), "prompt": "a forest", "steps": steps, "seed": 1}
+    pair = Pair(f"edit, {steps} steps, polled", "previews off", "previews on", goal="≤ +5 %")
+
+    def run(preview: bool) -> float:
+        began = time.perf_counter()
+        job = session.post(f"{url}/edit_submit", json={**edit, "preview": preview}, timeout=REQUEST_TIMEOUT_S).json()
+        while True:
+            status = session.post(f"{url}/edit_status", json={"job_id": job["job_id"]}, timeout=60).json()
+            if status["state"] in ("done", "failed", "cancelled"):
+                if status["state"] != "done":
+                    raise RuntimeError(f"the edit {status['state']}: {status.get('error')}")
+                return (time.perf_counter() - began) * 1000
+            time.sleep(0.1)
+
+    run(True)  # warm-up
+    for _ in range(repeats):
+        pair.first_ms.append(run(False))
+        pair.second_ms.append(run(True))
+    return pair
+
+
+def format_pairs(pairs: list[Pair]) -> str:
+    lines = [f"{'what':<30} {'one way':>22} {'the other':>24} {'difference':>12}  goal"]
+    for pair in pairs:
+        first, second = pair.p50("first"), pair.p50("second")
+        difference = second - first
+        lines.append(
+            f"{pair.name:<30} {pair.first + f' {first:.1f} ms':>22} {pair.second + f' {second:.1f} ms':>24} "
+            f"{f'{difference:+.1f} ms':>12}  {pair.goal} ({100 * difference / first:+.1f} %)"
+        )
+    return "\n".join(lines)

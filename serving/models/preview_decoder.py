@@ -1,0 +1,47 @@
+"""Small pictures of a running edit's latents: TAESD-XL (a tiny decoder of SDXL latents) when its weights are in
+`checkpoints/`, else the fixed linear map of `serving.core.previews`, which needs no model at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from serving.core.previews import fit_preview, latents_to_rgb
+
+if TYPE_CHECKING:
+    import torch
+
+    from serving.settings import Settings
+
+
+class PreviewDecoder:
+    """`decoder(latents)`: (4, h, w) SDXL latents (the UNet's scaled space) -> a small HxWx3 uint8 picture.
+
+    taesd: a diffusers `AutoencoderTiny` (TAESD-XL) on the runner's device, or None for the linear map."""
+
+    def __init__(self, taesd=None) -> None:
+        self.taesd = taesd
+        self.name = "taesdxl" if taesd is not None else "linear"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, device: torch.device, dtype: torch.dtype) -> PreviewDecoder:
+        """TAESD-XL from `settings.preview_decoder_path` when a diffusers AutoencoderTiny folder is there."""
+        path = Path(settings.preview_decoder_path)
+        if not (path / "config.json").is_file():
+            return cls()
+        from diffusers import AutoencoderTiny
+
+        return cls(AutoencoderTiny.from_pretrained(path, torch_dtype=dtype, local_files_only=True).to(device).eval())
+
+    def __call__(self, latents: torch.Tensor) -> np.ndarray:
+        import torch
+
+        if self.taesd is None:
+            return fit_preview(latents_to_rgb(latents.float().cpu().numpy()))
+        with torch.inference_mode():
+            parameter = next(self.taesd.parameters())
+            decoded = self.taesd.decode(latents[None].to(parameter.device, parameter.dtype)).sample[0]
+        rgb = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        return fit_preview(rgb)
