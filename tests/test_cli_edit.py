@@ -1,4 +1,5 @@
-"""`python -m serving edit` with the tiny profile: variant files at the input's size, exact subject, clear errors."""
+"""`python -m serving edit` with the tiny profile: variant files at the input's size, exact subject (deeper than the
+soft edge's band; all of it with --edge hard), clear errors."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ from typer.testing import CliRunner
 
 from serving.cli import app
 from serving.models.blended_sdxl import BlendedSDXLRunner
+from tests.matting import core_of
 
 runner = CliRunner()
 
@@ -48,9 +50,10 @@ def test_edit_with_a_mask_writes_one_file_per_variant(tiny_profile, photo, mask_
     assert "seed 4" in result.stdout and "seed 5" in result.stdout and "random weights" in result.stdout
     assert not out.exists()
     first, second = (np.asarray(Image.open(tmp_path / "out" / name)) for name in ("forest-1.png", "forest-2.png"))
+    core = core_of(subject)
     for image in (first, second):
         assert image.shape == coffee.shape
-        assert np.array_equal(image[subject], coffee[subject])
+        assert np.array_equal(image[core], coffee[core])
         assert (np.abs(image.astype(int) - coffee)[~subject] > 10).mean() > 0.5  # background regenerated
     assert not np.array_equal(first, second)
 
@@ -60,7 +63,8 @@ def test_edit_with_a_keyword_writes_the_prompt_as_the_service_does(
 ):
     out = tmp_path / "keyword.png"
     arguments = ["edit", str(photo), "--mask", str(mask_file), "--keyword", "galaxy", "--steps", "1", "-o", str(out)]
-    result = runner.invoke(app, [*arguments, "--keywords", "calm,warm"], env={"MOODSHIFT_OLLAMA_ENABLED": "false"})
+    arguments += ["--keywords", "calm,warm", "--edge", "hard"]
+    result = runner.invoke(app, arguments, env={"MOODSHIFT_OLLAMA_ENABLED": "false"})
     assert result.exit_code == 0, result.output
     assert "prompt (template): galaxy" in result.stdout and "calm" in result.stdout
     edited = np.asarray(Image.open(out))
@@ -78,7 +82,7 @@ def test_edit_with_a_click_uses_the_segmenter_mask(tiny_profile, photo, coffee, 
     edited = np.asarray(Image.open(out))
     subject = Segmenter.from_settings().segment(coffee, [(300, 200)]).mask  # tiny SAM is seeded
     assert subject.any() and not subject.all()
-    assert np.array_equal(edited[subject], coffee[subject])
+    assert np.array_equal(edited[core_of(subject)], coffee[core_of(subject)])
 
 
 @pytest.mark.parametrize(
@@ -90,6 +94,7 @@ def test_edit_with_a_click_uses_the_segmenter_mask(tiny_profile, photo, coffee, 
         (["--steps", "0"], "steps 0 must be an integer from 1 to 150"),
         (["--variants", "9"], "variants 9"),
         (["--strength", "0"], "strength 0.0"),
+        (["--edge", "soft"], "edge 'soft' must be one of matte, hard"),
         (["-o", "out.unknown"], "cannot tell the image format of out.unknown"),
     ],
 )

@@ -204,8 +204,8 @@ def run_matte_bench(sizes_mp: tuple[float, ...] = SIZES_MP, repeats: int = 1) ->
 
 
 def size_of(megapixels: float) -> tuple[int, int]:
-    """A 4:3 (width, height) of about `megapixels`."""
-    width = round(math.sqrt(megapixels * 1e6 * 4 / 3))
+    """A 4:3 (width, height) of about, never over, `megapixels` (1 MP is solved at full size, not scaled)."""
+    width = int(math.sqrt(megapixels * 1e6 * 4 / 3))
     return width, round(width * 3 / 4)
 
 

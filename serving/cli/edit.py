@@ -55,7 +55,8 @@ def edit(
         typer.Option("--keywords", help="With --keyword: comma-separated mood keywords instead of reading the photo."),
     ] = None,
     mask: Annotated[
-        Path | None, typer.Option("--mask", help="Subject mask image, same size as IMAGE: white = subject.")
+        Path | None,
+        typer.Option("--mask", help="Subject mask image, same size as IMAGE: white = subject (grey = a soft edge)."),
     ] = None,
     points: Annotated[
         list[str] | None,
@@ -73,7 +74,8 @@ def edit(
     ] = None,
     edit_options: dict[str, Any] | None = None,
 ) -> None:
-    """Give IMAGE a new background from --prompt or --keyword; the subject (--mask or clicks) stays pixel-exact."""
+    """Give IMAGE a new background from --prompt or --keyword; the subject (--mask or clicks) stays pixel-exact
+    inside its soft edge (--edge matte, the default) or entirely (--edge hard)."""
     from PIL import Image
 
     if (prompt is None) == (keyword is None):
@@ -102,7 +104,7 @@ def _edit_in_process(
     from PIL import Image
 
     from serving.core.errors import InputError
-    from serving.core.masks import mask_from_png_bytes
+    from serving.core.masks import mask_levels_from_png_bytes
     from serving.models.errors import WeightsError
     from serving.pipeline import Pipeline
     from serving.settings import get_settings
@@ -112,7 +114,7 @@ def _edit_in_process(
     pipeline = Pipeline.in_process(settings)  # models load on first use: a typo should not cost a model load
     texts = {name: request.pop(name) for name in ("prompt", "user_keyword", "keywords")}
     try:
-        subject_mask = None if mask is None else mask_from_png_bytes(read_file(mask), size=picture.size)
+        subject_mask = None if mask is None else mask_levels_from_png_bytes(read_file(mask), size=picture.size)
     except InputError as exc:
         fail(f"{mask}: {exc}")
     try:
