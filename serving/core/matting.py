@@ -77,12 +77,17 @@ def band_width(width: int, height: int) -> int:
 def unknown_band(subject: np.ndarray, width_px: int) -> np.ndarray:
     """HxW bool: pixels within `width_px` (a square's half-side) of the boundary of `subject`, on either side.
 
-    The photo's frame is no boundary: a subject that touches it gets no band there.
+    Parts of the subject thinner than the band and farther than `width_px` from any thicker part (a pole, the tip of
+    a strand the mask caught, a speck) stay out of it and keep the mask's hard edge: with no sure subject pixel
+    near them, the matte could not tell their colours from the background's and would fade them away. The photo's
+    frame is no boundary: a subject that touches it gets no band there.
     """
     size = 2 * width_px + 1
     grown = ndimage.maximum_filter(subject, size=size, mode="nearest")
     core = ndimage.minimum_filter(subject, size=size, mode="nearest")
-    return grown & ~core
+    # Near the subject's thick parts (where a square of the band's size fits: the opening, grown by the width).
+    near_thick = ndimage.maximum_filter(core, size=2 * size - 1, mode="nearest")
+    return grown & ~core & (near_thick | ~subject)
 
 
 def estimate_matte(image: np.ndarray, subject_prior: np.ndarray) -> Matte:

@@ -30,6 +30,19 @@ def test_segment_sends_points_and_decodes_the_mask(fake_service, photo_b64):
     assert fake_service.calls("/segment")[1]["points"][1] == {"x": 300, "y": 200, "label": 0}
 
 
+def test_cutout_sends_the_mask_and_decodes_the_rgba_png(fake_service, photo_b64):
+    client = ServiceClient(fake_service.url)
+    mask_png = client.segment(photo_b64, [{"x": 300, "y": 200, "label": 1}]).mask_png
+    cutout = client.cutout(photo_b64, mask_png)
+    picture = Image.open(io.BytesIO(cutout.png))
+    assert (picture.mode, picture.size) == ("RGBA", (600, 400)) and len(cutout.image_id) == 32
+    assert fake_service.calls("/matte")[-1] == {"image": photo_b64, "mask": encode_image(mask_png)}
+    fake_service.fail["matte"] = (404, "no such endpoint: POST /matte")
+    with pytest.raises(ServiceError, match="no such endpoint") as failure:
+        client.cutout(photo_b64, mask_png)
+    assert failure.value.status == 404
+
+
 def test_mood_and_prompt(fake_service, photo_b64):
     client = ServiceClient(fake_service.url + "/")  # a trailing slash is tolerated
     mood = client.mood(photo_b64)
