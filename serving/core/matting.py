@@ -83,11 +83,18 @@ def unknown_band(subject: np.ndarray, width_px: int) -> np.ndarray:
     frame is no boundary: a subject that touches it gets no band there.
     """
     size = 2 * width_px + 1
-    grown = ndimage.maximum_filter(subject, size=size, mode="nearest")
-    core = ndimage.minimum_filter(subject, size=size, mode="nearest")
+    band = np.zeros_like(subject)
+    if not subject.any():
+        return band
+    # Filtered around the subject only: beyond the filters' reach of it there is nothing but background.
+    box = _bounding_box(subject, margin=2 * size)
+    around = subject[box]
+    grown = ndimage.maximum_filter(around, size=size, mode="nearest")
+    core = ndimage.minimum_filter(around, size=size, mode="nearest")
     # Near the subject's thick parts (where a square of the band's size fits: the opening, grown by the width).
     near_thick = ndimage.maximum_filter(core, size=2 * size - 1, mode="nearest")
-    return grown & ~core & (near_thick | ~subject)
+    band[box] = grown & ~core & (near_thick | ~around)
+    return band
 
 
 def estimate_matte(image: np.ndarray, subject_prior: np.ndarray) -> Matte:
@@ -98,10 +105,13 @@ def estimate_matte(image: np.ndarray, subject_prior: np.ndarray) -> Matte:
     mask has the image's size and is neither empty nor full (`masks.check_subject_mask`).
     """
     height, width = image.shape[:2]
-    prior = np.clip(subject_prior.astype(np.float32), 0.0, 1.0)
-    subject = prior >= 0.5
-    band = unknown_band(subject, band_width(width, height)) | ((prior > 0.0) & (prior < 1.0))
-    core, outside = subject & ~band, ~subject & ~band
+    soft = subject_prior.dtype != bool
+    prior = np.clip(subject_prior, 0.0, 1.0).astype(np.float32) if soft else subject_prior
+    subject = prior >= 0.5 if soft else prior
+    band = unknown_band(subject, band_width(width, height))
+    if soft:
+        band |= (prior > 0.0) & (prior < 1.0)
+    core, outside = subject & ~band, ~(subject | band)
     alpha, foreground = core.astype(np.float32), image.copy()
     if band.any():
         scale = math.sqrt(MATTE_PIXELS / (width * height))
@@ -156,7 +166,7 @@ def _solve_band(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Alpha (float32) and colours (uint8 RGB) at the band's pixels, solved at the photo's size around the band."""
     box = _bounding_box(band, margin=band_width(image.shape[1], image.shape[0]))
-    alpha, foreground, _ = _solve(image[box], core[box], outside[box], prior[box])
+    alpha, foreground, _ = _solve(image[box], core[box], outside[box], prior[box].astype(np.float64))
     inside = band[box]
     return alpha[inside].astype(np.float32), _to_uint8(foreground[inside])
 
@@ -171,7 +181,8 @@ def _solve_band_scaled(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Alpha and colours at the band's pixels of a large photo, solved at `scale` and brought back to full size.
 
-    The scaled trimap is known only where a scaled pixel lies wholly on known full-size pixels. The alpha comes back
+    The scaled trimap is known only where a scaled pixel lies wholly on known full-size pixels (exact while a scaled
+    pixel covers fewer than 510 photo pixels: photos under 500 MP). The alpha comes back
     by guided upsampling: locally alpha ≈ slope·colour + offset, fitted at the solved size, interpolated, and
     applied to the full-size colours, so strands finer than a solved pixel come back where the photo shows them.
     The colours come from the compositing equation at full size, F = B + (I − B) / alpha, with the solved
@@ -181,36 +192,28 @@ def _solve_band_scaled(
     height, width = band.shape
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small_image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
-    known_fg, known_bg = (_shrink(known, size) >= 1.0 - 1e-6 for known in (core, outside))
+    known_fg, known_bg = (_shrink(known, size) == 255 for known in (core, outside))
     box = _bounding_box(~(known_fg | known_bg), margin=2 * GUIDE_RADIUS + 2)
     crop = small_image[box]
-    solved = _solve(crop, known_fg[box], known_bg[box], _shrink(prior, size)[box])
+    small_prior = _shrink(prior, size)[box].astype(np.float64) / 255.0
+    solved = _solve(crop, known_fg[box], known_bg[box], small_prior)
     solved_alpha, solved_foreground, solved_background = (values.astype(np.float32) for values in solved)
     slope, offset = _guided_coefficients(crop.astype(np.float32) / 255.0, solved_alpha)
 
     ys, xs = np.nonzero(band)
-    # Full-size pixel centres in the crop's coordinates (the box filter's pixel-centre convention).
-    coordinates = np.stack(
-        [
-            (ys + 0.5) * (size[1] / height) - 0.5 - box[0].start,
-            (xs + 0.5) * (size[0] / width) - 0.5 - box[1].start,
-        ]
-    )
-
-    def sample(values: np.ndarray) -> np.ndarray:
-        """Bilinear samples at the band's pixels: (n,) from HxW, (n, 3) from HxWx3."""
-        if values.ndim == 2:
-            return ndimage.map_coordinates(values, coordinates, order=1, mode="nearest")
-        return np.stack([sample(values[..., channel]) for channel in range(values.shape[-1])], axis=-1)
+    # Full-size pixel centres in the crop's coordinates (the box filter's pixel-centre convention), and the
+    # solved values there: slope (3), offset, background (3), foreground (3).
+    rows = (ys + 0.5) * (size[1] / height) - 0.5 - box[0].start
+    cols = (xs + 0.5) * (size[0] / width) - 0.5 - box[1].start
+    sampled = _bilinear(np.dstack([slope, offset, solved_background, solved_foreground]), rows, cols)
+    slope, offset, background, foreground = sampled[:, :3], sampled[:, 3], sampled[:, 4:7], sampled[:, 7:]
 
     colours = image[ys, xs].astype(np.float32) / 255.0
-    alpha = np.clip((sample(slope) * colours).sum(axis=-1) + sample(offset), 0.0, 1.0)
-    background = sample(solved_background)
+    alpha = np.clip((slope * colours).sum(axis=-1) + offset, 0.0, 1.0)
     unmixed = background + (colours - background) / np.maximum(alpha, 1e-3)[:, None]
     low, high = SOLVED_COLOUR_BELOW
     trust = np.clip((alpha - low) / (high - low), 0.0, 1.0)[:, None]
-    foreground = trust * np.clip(unmixed, 0.0, 1.0) + (1.0 - trust) * sample(solved_foreground)
-    return alpha, _to_uint8(foreground)
+    return alpha, _to_uint8(trust * np.clip(unmixed, 0.0, 1.0) + (1.0 - trust) * foreground)
 
 
 def _guided_coefficients(guide: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -236,8 +239,22 @@ def _guided_coefficients(guide: np.ndarray, target: np.ndarray) -> tuple[np.ndar
 
 
 def _shrink(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """HxW bool or float -> float32 at `size` (width, height), each pixel the mean of what it covers."""
-    return np.asarray(Image.fromarray(values.astype(np.float32)).resize(size, Image.Resampling.BOX))
+    """A mask or levels in [0, 1] as uint8 0-255 at `size` (width, height), each pixel the mean of what it covers
+    (255 only where all of it is 255 while it covers fewer than 510 pixels)."""
+    levels = values.view(np.uint8) * np.uint8(255) if values.dtype == bool else np.rint(values * 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(levels).resize(size, Image.Resampling.BOX))
+
+
+def _bilinear(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(n, C) bilinear samples of HxWxC `values` at fractional (rows, cols); beyond the edge, the edge's."""
+    height, width = values.shape[:2]
+    rows, cols = np.clip(rows, 0, height - 1), np.clip(cols, 0, width - 1)
+    top, left = np.floor(rows).astype(np.intp), np.floor(cols).astype(np.intp)
+    bottom, right = np.minimum(top + 1, height - 1), np.minimum(left + 1, width - 1)
+    down, across = (rows - top).astype(np.float32)[:, None], (cols - left).astype(np.float32)[:, None]
+    upper = values[top, left] * (1 - across) + values[top, right] * across
+    lower = values[bottom, left] * (1 - across) + values[bottom, right] * across
+    return upper * (1 - down) + lower * down
 
 
 def _bounding_box(where: np.ndarray, margin: int) -> tuple[slice, slice]:
