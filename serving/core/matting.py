@@ -100,7 +100,7 @@ def unknown_band(subject: np.ndarray, width_px: int) -> np.ndarray:
 def estimate_matte(image: np.ndarray, subject_prior: np.ndarray) -> Matte:
     """The soft edge of the subject in `image` (HxWx3 uint8).
 
-    `subject_prior`: HxW bool (True = subject), or float levels in [0, 1] (an uploaded soft mask): the subject is
+    `subject_prior`: HxW bool (True = subject), or float levels in [0, 1] (an uploaded grey mask): the subject is
     where it is ≥ 0.5, its grey levels join the band and pull the alpha toward them. The caller checks that the
     mask has the image's size and is neither empty nor full (`masks.check_subject_mask`).
     """
@@ -153,8 +153,8 @@ def _solve(
     system = rows[:, unknown]
     # Known pixels enter as fixed values: L_U·x = −R·alpha_K (Grady et al. 2005, as pymatting's estimate_alpha_cf).
     right_side = -(rows[:, ~unknown] @ known_fg.ravel()[~unknown].astype(np.float64))
-    # A weak pull toward the mask's own alpha: it decides where the colours cannot (a strand thinner than the band,
-    # with no known subject pixel near it, would otherwise fade to 0), and keeps the system positive definite.
+    # A weak pull toward the mask's own alpha: it decides where the colours cannot (a subject and a background of
+    # one colour, an unknown patch with no known pixel near it), and keeps the system positive definite.
     system = system + PRIOR_WEIGHT * sparse.identity(system.shape[0], format="csr")
     right_side = right_side + PRIOR_WEIGHT * prior.ravel()[unknown]
     alpha = known_fg.astype(np.float64).ravel()
@@ -185,9 +185,9 @@ def _solve_band_scaled(
     """Alpha and colours at the band's pixels of a large photo, solved at `scale` and brought back to full size.
 
     The scaled trimap is known only where a scaled pixel lies wholly on known full-size pixels (exact while a scaled
-    pixel covers fewer than 510 photo pixels: photos under 500 MP). The alpha comes back
-    by guided upsampling: locally alpha ≈ slope·colour + offset, fitted at the solved size, interpolated, and
-    applied to the full-size colours, so strands finer than a solved pixel come back where the photo shows them.
+    pixel covers fewer than 510 photo pixels: photos under 500 MP). The alpha comes back by guided upsampling:
+    locally alpha ≈ slope·colour + offset, fitted at the solved size, interpolated, and applied to the full-size
+    colours, so strands finer than a solved pixel come back where the photo shows them.
     The colours come from the compositing equation at full size, F = B + (I − B) / alpha, with the solved
     background B upsampled (it is smooth, so little is lost); where the alpha is too small for that division, the
     solved colours are upsampled instead.
