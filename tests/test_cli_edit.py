@@ -14,17 +14,8 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def tiny_profile(monkeypatch):
-    monkeypatch.setenv("MOODSHIFT_PROFILE", "tiny")
-    monkeypatch.setenv("MOODSHIFT_DEVICE", "cpu")
+def tiny_profile(tiny_models, monkeypatch):
     monkeypatch.setenv("MOODSHIFT_WORKING_PIXELS", str(128 * 128))  # seconds on a shared CPU
-
-
-@pytest.fixture
-def photo(tmp_path, coffee):
-    path = tmp_path / "coffee.png"
-    Image.fromarray(coffee).save(path)
-    return path
 
 
 @pytest.fixture
@@ -41,9 +32,9 @@ def mask_file(tmp_path, subject):
     return path
 
 
-def test_edit_with_a_mask_writes_one_file_per_variant(tiny_profile, photo, mask_file, subject, coffee, tmp_path):
+def test_edit_with_a_mask_writes_one_file_per_variant(tiny_profile, coffee_file, mask_file, subject, coffee, tmp_path):
     out = tmp_path / "out" / "forest.png"
-    arguments = ["edit", str(photo), "--mask", str(mask_file), "--prompt", "a misty forest", "-o", str(out)]
+    arguments = ["edit", str(coffee_file), "--mask", str(mask_file), "--prompt", "a misty forest", "-o", str(out)]
     result = runner.invoke(app, [*arguments, "--steps", "2", "--variants", "2", "--seed", "4", "--feather", "5"])
     assert result.exit_code == 0, result.output
     assert "denoising" in result.output  # the progress bar's label
@@ -59,10 +50,21 @@ def test_edit_with_a_mask_writes_one_file_per_variant(tiny_profile, photo, mask_
 
 
 def test_edit_with_a_keyword_writes_the_prompt_as_the_service_does(
-    tiny_profile, photo, mask_file, subject, coffee, tmp_path
+    tiny_profile, coffee_file, mask_file, subject, coffee, tmp_path
 ):
     out = tmp_path / "keyword.png"
-    arguments = ["edit", str(photo), "--mask", str(mask_file), "--keyword", "galaxy", "--steps", "1", "-o", str(out)]
+    arguments = [
+        "edit",
+        str(coffee_file),
+        "--mask",
+        str(mask_file),
+        "--keyword",
+        "galaxy",
+        "--steps",
+        "1",
+        "-o",
+        str(out),
+    ]
     arguments += ["--keywords", "calm,warm", "--edge", "hard"]
     result = runner.invoke(app, arguments, env={"MOODSHIFT_OLLAMA_ENABLED": "false"})
     assert result.exit_code == 0, result.output
@@ -71,12 +73,12 @@ def test_edit_with_a_keyword_writes_the_prompt_as_the_service_does(
     assert np.array_equal(edited[subject], coffee[subject])
 
 
-def test_edit_with_a_click_uses_the_segmenter_mask(tiny_profile, photo, coffee, tmp_path):
+def test_edit_with_a_click_uses_the_segmenter_mask(tiny_profile, coffee_file, coffee, tmp_path):
     from serving.models.sam import Segmenter
 
     out = tmp_path / "clicked.png"
     result = runner.invoke(
-        app, ["edit", str(photo), "--point", "300,200", "--prompt", "a beach", "--steps", "1", "-o", str(out)]
+        app, ["edit", str(coffee_file), "--point", "300,200", "--prompt", "a beach", "--steps", "1", "-o", str(out)]
     )
     assert result.exit_code == 0, result.output
     edited = np.asarray(Image.open(out))
@@ -98,24 +100,24 @@ def test_edit_with_a_click_uses_the_segmenter_mask(tiny_profile, photo, coffee, 
         (["-o", "out.unknown"], "cannot tell the image format of out.unknown"),
     ],
 )
-def test_bad_options_fail_before_any_model_loads(tiny_profile, photo, mask_file, monkeypatch, arguments, message):
+def test_bad_options_fail_before_any_model_loads(tiny_profile, coffee_file, mask_file, monkeypatch, arguments, message):
     def no_model(*_args, **_kwargs):
         raise AssertionError("a model was built for a request that was bad from the start")
 
     monkeypatch.setattr(BlendedSDXLRunner, "from_settings", no_model)
     mask_arguments = [] if arguments == [] else ["--mask", str(mask_file)]
-    result = runner.invoke(app, ["edit", str(photo), *mask_arguments, "--prompt", "x", "-o", "o.png", *arguments])
+    result = runner.invoke(app, ["edit", str(coffee_file), *mask_arguments, "--prompt", "x", "-o", "o.png", *arguments])
     assert result.exit_code == 2, result.output
     assert message in result.output
 
 
-def test_mask_of_another_size_and_bad_click_are_named(tiny_profile, photo, tmp_path, monkeypatch):
+def test_mask_of_another_size_and_bad_click_are_named(tiny_profile, coffee_file, tmp_path, monkeypatch):
     monkeypatch.setattr(BlendedSDXLRunner, "from_settings", None)  # never reached
     small = tmp_path / "small.png"
     Image.fromarray(np.full((10, 20), 255, dtype=np.uint8)).save(small)
-    result = runner.invoke(app, ["edit", str(photo), "--mask", str(small), "--prompt", "x", "-o", "o.png"])
+    result = runner.invoke(app, ["edit", str(coffee_file), "--mask", str(small), "--prompt", "x", "-o", "o.png"])
     assert result.exit_code == 2 and "mask is 20×10 but the image is 600×400" in result.output
-    result = runner.invoke(app, ["edit", str(photo), "--point", "7,a", "--prompt", "x", "-o", "o.png"])
+    result = runner.invoke(app, ["edit", str(coffee_file), "--point", "7,a", "--prompt", "x", "-o", "o.png"])
     assert result.exit_code == 2 and "--point '7,a'" in result.output
     result = runner.invoke(app, ["edit", str(tmp_path / "gone.png"), "-p", "1,1", "--prompt", "x", "-o", "o.png"])
     assert result.exit_code == 2 and "cannot read" in result.output

@@ -1,4 +1,4 @@
-"""`python -m serving matte` and `bench matte`: an RGBA cut-out at the photo's size from a mask or clicks, clear
+"""`python -m serving matte` and `bench matte`: an RGBA cut-out at the coffee_file's size from a mask or clicks, clear
 errors for a caller's mistakes, and the benchmark's table, JSON and figure."""
 
 import json
@@ -16,19 +16,6 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def tiny_profile(monkeypatch):
-    monkeypatch.setenv("MOODSHIFT_PROFILE", "tiny")
-    monkeypatch.setenv("MOODSHIFT_DEVICE", "cpu")
-
-
-@pytest.fixture
-def photo(tmp_path, coffee):
-    path = tmp_path / "coffee.png"
-    Image.fromarray(coffee).save(path)
-    return path
-
-
-@pytest.fixture
 def subject(coffee):
     mask = np.zeros(coffee.shape[:2], dtype=bool)
     mask[90:310, 190:430] = True
@@ -41,10 +28,10 @@ def _save(tmp_path, name: str, levels: np.ndarray):
     return path
 
 
-def test_matte_with_a_mask_writes_the_rgba_cutout(photo, subject, coffee, tmp_path):
+def test_matte_with_a_mask_writes_the_rgba_cutout(coffee_file, subject, coffee, tmp_path):
     mask = _save(tmp_path, "mask.png", subject.astype(np.uint8) * 255)
     out = tmp_path / "out" / "cutout.png"
-    result = runner.invoke(app, ["matte", str(photo), "--mask", str(mask), "-o", str(out)])
+    result = runner.invoke(app, ["matte", str(coffee_file), "--mask", str(mask), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "wrote" in result.stdout and "600×400 RGBA" in result.stdout and "soft edge" in result.stdout
     written = Image.open(out)
@@ -52,20 +39,20 @@ def test_matte_with_a_mask_writes_the_rgba_cutout(photo, subject, coffee, tmp_pa
     np.testing.assert_array_equal(np.asarray(written), estimate_matte(coffee, subject).cutout())
 
 
-def test_matte_with_clicks_cuts_out_the_segmenters_mask(tiny_profile, photo, coffee, tmp_path):
+def test_matte_with_clicks_cuts_out_the_segmenters_mask(tiny_models, coffee_file, coffee, tmp_path):
     out = tmp_path / "clicked.png"
-    result = runner.invoke(app, ["matte", str(photo), "--point", "300,200", "-o", str(out)])
+    result = runner.invoke(app, ["matte", str(coffee_file), "--point", "300,200", "-o", str(out)])
     assert result.exit_code == 0, result.output
     subject = Segmenter.from_settings().segment(coffee, [(300, 200)]).mask  # tiny SAM is seeded
     np.testing.assert_array_equal(np.asarray(Image.open(out)), estimate_matte(coffee, subject).cutout())
 
 
-def test_a_grey_mask_is_a_soft_prior_not_a_mistake(photo, subject, coffee, tmp_path):
+def test_a_grey_mask_is_a_soft_prior_not_a_mistake(coffee_file, subject, coffee, tmp_path):
     levels = subject.astype(np.uint8) * 255
     levels[80:90] = 90
     out = tmp_path / "soft.png"
     result = runner.invoke(
-        app, ["matte", str(photo), "--mask", str(_save(tmp_path, "grey.png", levels)), "-o", str(out)]
+        app, ["matte", str(coffee_file), "--mask", str(_save(tmp_path, "grey.png", levels)), "-o", str(out)]
     )
     assert result.exit_code == 0, result.output
     expected = estimate_matte(coffee, levels.astype(np.float32) / 255).cutout()
@@ -85,7 +72,9 @@ def test_a_grey_mask_is_a_soft_prior_not_a_mistake(photo, subject, coffee, tmp_p
         (None, ["--point", "7,a"], "--point '7,a'"),
     ],
 )
-def test_mistakes_are_named_before_any_model_loads(photo, subject, tmp_path, monkeypatch, mask, arguments, message):
+def test_mistakes_are_named_before_any_model_loads(
+    coffee_file, subject, tmp_path, monkeypatch, mask, arguments, message
+):
     monkeypatch.setattr(Segmenter, "from_settings", None)  # never reached
     masks = {
         "subject": subject.astype(np.uint8) * 255,
@@ -95,7 +84,7 @@ def test_mistakes_are_named_before_any_model_loads(photo, subject, tmp_path, mon
     }
     mask_arguments = [] if mask is None else ["--mask", str(_save(tmp_path, f"{mask}.png", masks[mask]))]
     output = [] if "-o" in arguments else ["-o", str(tmp_path / "cut.png")]
-    result = runner.invoke(app, ["matte", str(photo), *mask_arguments, *output, *arguments])
+    result = runner.invoke(app, ["matte", str(coffee_file), *mask_arguments, *output, *arguments])
     assert result.exit_code == 2, result.output
     assert message in result.output
 

@@ -12,30 +12,16 @@ from typing import Annotated
 import typer
 
 from serving.cli.app import app, fail, read_file, read_image
-from serving.cli.segment import parse_box, parse_point
+from serving.cli.segment import BoxOption, MaskOption, PointsOption, parse_subject
 
 
 @app.command("matte")
 def matte(
     image: Annotated[Path, typer.Argument(help="Photo to cut the subject out of (PNG, JPEG, WebP, GIF, BMP or TIFF).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Cut-out to write: a .png with transparency.")],
-    mask: Annotated[
-        Path | None,
-        typer.Option("--mask", help="Subject mask image, same size as IMAGE: white = subject (grey = a soft edge)."),
-    ] = None,
-    points: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--point",
-            "-p",
-            metavar="X,Y[,LABEL]",
-            help="Instead of --mask: a click X,Y[,LABEL] in image pixels (LABEL 1 = subject, default; 0 = not "
-            "subject); repeat in click order. Uses the SAM segmenter.",
-        ),
-    ] = None,
-    box: Annotated[
-        str | None, typer.Option("--box", metavar="X0,Y0,X1,Y1", help="With or instead of --point: a box.")
-    ] = None,
+    mask: MaskOption = None,
+    points: PointsOption = None,
+    box: BoxOption = None,
 ) -> None:
     """Write the subject of IMAGE as a PNG with transparency: a soft edge with the subject's own colours."""
     import numpy as np
@@ -47,14 +33,11 @@ def matte(
     from serving.pipeline import Pipeline
     from serving.settings import get_settings
 
-    if (mask is None) == (not points and box is None):
-        fail("give the subject either as --mask MASK.png or as --point X,Y[,LABEL] (and/or --box), not both")
+    clicks, box_values = parse_subject(mask, points, box)
     if output.suffix.lower() != ".png":
         fail(f"a cut-out is a PNG with transparency: name the output .png, not {output.name}")
     settings = get_settings()
     picture = read_image(image, settings.max_image_pixels)
-    clicks = [parse_point(text) for text in points or []]
-    box_values = None if box is None else parse_box(box)
     subject_mask = None
     if mask is not None:
         try:
