@@ -14,5 +14,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   # torch first, pinned, so no other (multi-GB) build is pulled in by the packages that depend on it.
   .venv/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
   .venv/bin/python -m pip install --quiet -e ".[test]"
+  # Now rather than in the first edit or service start: pymatting compiles its numba kernels on its first import.
+  echo "setup: compiling pymatting's kernels once (about a minute; cached afterwards)"
+  .venv/bin/python -c "import pymatting"
   echo "$wanted" > "$stamp"
 fi

@@ -1,4 +1,4 @@
-"""The end-to-end edit as plain Python: segment -> mood -> prompt -> blended diffusion -> composite.
+"""The end-to-end edit as plain Python: segment -> mood -> prompt -> matte -> blended diffusion -> composite.
 
 Every edit runs through here: the service (over its stage services), the CLI (in-process) and the benchmarks.
 `prepare_edit` is the entrance: it checks the whole request (the options against the options table, the clicks,
@@ -24,7 +24,8 @@ from serving.core.clicks import Clicks, validate_clicks
 from serving.core.edit_options import EditOptions, check_edit_options
 from serving.core.errors import CancelledError, InputError, NotCachedError
 from serving.core.images import image_id_of
-from serving.core.masks import check_subject_mask
+from serving.core.masks import check_subject_mask, is_soft
+from serving.core.matting import Matte, compose_matte, estimate_matte
 from serving.core.prompt_text import clean_user_prompt, sanitize_user_keyword
 from serving.core.sizing import resize_image, working_size
 from serving.core.wire import WireArray
@@ -70,7 +71,10 @@ class LazyStage:
 
 @dataclass
 class PreparedEdit:
-    """A checked edit: the photo, what to keep (a mask, or clicks to segment), what to write, and its options."""
+    """A checked edit: the photo, what to keep (a mask, or clicks to segment), what to write, and its options.
+
+    `subject_prior`: an uploaded mask's grey levels (float32 in [0, 1]) when it has any: the matte's prior.
+    """
 
     image: np.ndarray
     image_id: str
@@ -80,6 +84,7 @@ class PreparedEdit:
     user_keyword: str | None
     keywords: list[str] | None
     options: EditOptions
+    subject_prior: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -116,6 +121,14 @@ class EditOutcome:
     tokens: int
     image_id: str
     timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Cutout:
+    """The subject cut out: `rgba` HxWx4 uint8 (straight alpha) and the photo's image id."""
+
+    rgba: np.ndarray
+    image_id: str
 
 
 class Pipeline:
@@ -183,6 +196,20 @@ class Pipeline:
         answer = self.segmentation.segment(pixels, points, box)
         return Segmentation.of(answer, cached=encoded.cached)
 
+    def check_subject(
+        self, image: np.ndarray, subject_mask: np.ndarray | None, points: Any, box: Any
+    ) -> tuple[np.ndarray | None, np.ndarray | None, Clicks | None]:
+        """What to keep, checked against the image: (bool mask, its grey levels when soft, None) for a mask,
+        (None, None, clicks) for clicks and/or a box. `InputError` for neither, both, or a bad one."""
+        if subject_mask is not None:
+            if points or box is not None:
+                raise InputError("give either a mask or points/box, not both")
+            prior = subject_mask.astype(np.float32) if is_soft(subject_mask) else None
+            return check_subject_mask(subject_mask, image.shape), prior, None
+        if not points and box is None:
+            raise InputError("no subject: give a mask, or points/box to segment the subject")
+        return None, None, self.check_clicks((image.shape[1], image.shape[0]), points, box)
+
     def segment_by_id(self, image_id: str, points: Any, box: Any) -> Segmentation:
         """A repeat click by image id alone; `NotCachedError` when the embedding is not cached."""
         return Segmentation.of(self.segmentation.segment_cached(image_id, list(points or []), box))
@@ -216,15 +243,7 @@ class Pipeline:
         already known. Raises `InputError` (or a subclass) naming the first bad value.
         """
         checked_options = check_edit_options(options or {}, self.settings.edit_defaults())
-        clicks = None
-        if subject_mask is not None:
-            if points or box is not None:
-                raise InputError("give either a mask or points/box, not both")
-            subject_mask = check_subject_mask(subject_mask, image.shape)
-        elif not points and box is None:
-            raise InputError("no subject: give a mask, or points/box to segment the subject")
-        else:
-            clicks = self.check_clicks((image.shape[1], image.shape[0]), points, box)
+        subject_mask, subject_prior, clicks = self.check_subject(image, subject_mask, points, box)
         if prompt is not None:
             prompt = clean_user_prompt(prompt)
         elif user_keyword is None:
@@ -240,6 +259,7 @@ class Pipeline:
             user_keyword=user_keyword,
             keywords=keywords,
             options=checked_options,
+            subject_prior=subject_prior,
         )
 
     def run_edit(
@@ -276,12 +296,18 @@ class Pipeline:
             prompt, source, tokens = written.prompt, written.source, written.tokens
             timings["prompt_s"] = time.perf_counter() - began
         self._enter("diffusion", on_stage, cancelled)
+        matte, kept = None, subject_mask
+        if edit.options.edge == "matte":
+            began = time.perf_counter()
+            matte = estimate_matte(edit.image, subject_mask if edit.subject_prior is None else edit.subject_prior)
+            kept = matte.core  # the band is regenerated too: a new background to blend the soft edge with
+            timings["matte_s"] = time.perf_counter() - began
         began = time.perf_counter()
         height, width = edit.image.shape[:2]
         job = DiffusionJob(
             job_id=job_id,
             image=WireArray.of(resize_image(edit.image, self._working_size(width, height))),
-            subject_mask=WireArray.of(subject_mask),
+            subject_mask=WireArray.of(kept),
             original_size=(width, height),
             prompt=prompt,
             options=edit.options.to_dict(),
@@ -294,8 +320,7 @@ class Pipeline:
         timings["diffusion_s"] = time.perf_counter() - began
         timings.update({f"runner_{k}": v for k, v in answer.timings.items()})
         began = time.perf_counter()
-        feather = edit.options.feather
-        images = [compose(edit.image, new.to_numpy(), subject_mask, feather) for new in answer.backgrounds]
+        images = [self._composite(edit, subject_mask, matte, new.to_numpy()) for new in answer.backgrounds]
         timings["composite_s"] = time.perf_counter() - began
         timings["total_s"] = time.perf_counter() - started + timings.get("decode_s", 0.0)
         return EditOutcome(
@@ -307,6 +332,36 @@ class Pipeline:
             image_id=edit.image_id,
             timings={key: round(value, 4) for key, value in timings.items()},
         )
+
+    @staticmethod
+    def _composite(
+        edit: PreparedEdit, subject_mask: np.ndarray, matte: Matte | None, background: np.ndarray
+    ) -> np.ndarray:
+        """The final image at full size: the matte's soft edge (edge=matte), or the feathered mask (edge=hard)."""
+        if matte is not None:
+            return compose_matte(background, matte)
+        return compose(edit.image, background, subject_mask, edit.options.feather)
+
+    # --- cut-out ----------------------------------------------------------------------------------------
+
+    def cutout(
+        self,
+        image: np.ndarray,
+        *,
+        subject_mask: np.ndarray | None = None,
+        points: Any = None,
+        box: Any = None,
+        image_id: str | None = None,
+    ) -> Cutout:
+        """The subject as an RGBA cut-out (straight alpha, decontaminated edge colours, the image's size), from a
+        mask (grey levels are a soft prior) or from clicks and/or a box (`image_id`: the image's, when known).
+        `InputError` naming a bad input."""
+        image_id = image_id or image_id_of(image)
+        subject_mask, subject_prior, clicks = self.check_subject(image, subject_mask, points, box)
+        if clicks is not None:
+            subject_mask = check_subject_mask(self._segment_checked(image, clicks, image_id).mask, image.shape)
+        matte = estimate_matte(image, subject_mask if subject_prior is None else subject_prior)
+        return Cutout(matte.cutout(), image_id)
 
     def _working_size(self, width: int, height: int) -> tuple[int, int]:
         """The size the diffusion stage works at for a photo of this size (its working pixels asked once)."""
@@ -352,4 +407,4 @@ class Pipeline:
                 logger.warning("progress of job %s not available", job_id, exc_info=True)
 
 
-__all__ = ["EditOutcome", "LazyStage", "Pipeline", "PreparedEdit"]
+__all__ = ["Cutout", "EditOutcome", "LazyStage", "Pipeline", "PreparedEdit"]

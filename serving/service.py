@@ -93,12 +93,14 @@ class DiffusionService:
 
 @bentoml.service(name="moodshift", **gateway_options())
 class Moodshift:
-    """The HTTP contract: /segment, /mood, /prompt, /edit (+ /edit_submit, /edit_status, /edit_cancel), /info."""
+    """The HTTP contract: /segment, /matte, /mood, /prompt, /edit (+ /edit_submit, /edit_status, /edit_cancel),
+    /info."""
 
     segmentation = depends_on_stage(SegmentationService, "segment")
     diffusion = depends_on_stage(DiffusionService, "diffusion")
 
     def __init__(self) -> None:
+        from serving.core.matting import warm_up as warm_up_matting
         from serving.http_errors import status_and_message
         from serving.jobs import JobRunner, JobStore
         from serving.models.ollama_stage import PromptStage
@@ -117,6 +119,8 @@ class Moodshift:
         # Load the CLIP tokenizer now: the first requests would otherwise import it from several threads at once,
         # and transformers' lazy module is not thread-safe (one of 8 concurrent first edits got an ImportError).
         self.pipeline.prompt_stage.count_tokens("moodshift")
+        # Import pymatting now, not in the first edit: on a machine's first start its numba kernels compile (~45 s).
+        warm_up_matting()
 
     def _photo(self, image: str | None, image_id: str | None) -> tuple[np.ndarray, str]:
         """The photo sent (decoded, and kept by its id) or named by the id of an earlier answer (409 when no longer
@@ -130,6 +134,16 @@ class Moodshift:
         if image_id is not None:
             return self.images.get(image_id), image_id
         raise InputError("no image: give the image (base64 or a file upload) or the image_id of an earlier answer")
+
+    @staticmethod
+    def _mask(mask: str | None, image: np.ndarray) -> np.ndarray | None:
+        """An uploaded mask's levels (grey = soft), checked to have the image's size; None when none was sent."""
+        from serving.core.images import decode_base64
+        from serving.core.masks import mask_levels_from_png_bytes
+
+        if mask is None:
+            return None
+        return mask_levels_from_png_bytes(decode_base64(mask, "mask"), (image.shape[1], image.shape[0]))
 
     @bentoml.api(route="/segment")
     @answers_errors
@@ -171,6 +185,28 @@ class Moodshift:
             "cached": result.cached,
         }
 
+    @bentoml.api(route="/matte")
+    @answers_errors
+    def matte(
+        self,
+        image: str | None = None,
+        mask: str | None = None,
+        points: list[Point] = [],  # noqa: B006
+        box: list[float] | None = None,
+        image_id: str | None = None,
+    ) -> dict:
+        """The subject cut out: `cutout` (base64 RGBA PNG, image size, straight alpha, the subject's own colours at
+        its soft edge) and `image_id`. The photo is `image` or an earlier answer's `image_id`; the subject is a mask
+        (base64 PNG, white = subject; grey levels are a soft prior) or clicks and/or a box, as /segment takes them."""
+        from serving.core.images import encode_png_base64
+
+        rgb, image_id = self._photo(image, image_id)
+        clicks = [point.model_dump() for point in points]
+        result = self.pipeline.cutout(
+            rgb, subject_mask=self._mask(mask, rgb), points=clicks, box=box, image_id=image_id
+        )
+        return {"cutout": encode_png_base64(result.rgba), "image_id": result.image_id}
+
     @bentoml.api(route="/mood")
     @answers_errors
     def mood(self, image: str | None = None, image_id: str | None = None) -> dict:
@@ -189,15 +225,10 @@ class Moodshift:
         """Decode and check an edit request completely (a caller's mistake raises before any model runs)."""
         import time
 
-        from serving.core.images import decode_base64
-        from serving.core.masks import mask_from_png_bytes
-
         began = time.perf_counter()
         rgb, image_id = self._photo(body.image, body.image_id)
         decode_s = time.perf_counter() - began
-        subject_mask = None
-        if body.mask is not None:
-            subject_mask = mask_from_png_bytes(decode_base64(body.mask, "mask"), (rgb.shape[1], rgb.shape[0]))
+        subject_mask = self._mask(body.mask, rgb)
         prepared = self.pipeline.prepare_edit(
             rgb,
             subject_mask=subject_mask,

@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     )
     default_steps: int = edit_default("steps")
     default_guidance: float = edit_default("guidance")
+    default_edge: Literal["matte", "hard"] = edit_default("edge")
     default_feather: int = edit_default("feather")
     default_negative_prompt: str = edit_default("negative_prompt")
 

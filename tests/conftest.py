@@ -4,9 +4,11 @@ scikit-image."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from serving.settings import get_settings
 from ui.settings import get_settings as get_studio_settings
@@ -43,6 +45,21 @@ def coffee() -> np.ndarray:
     from skimage import data
 
     return data.coffee()
+
+
+@pytest.fixture
+def tiny_models(monkeypatch):
+    """Every model stage on its tiny random-weight profile, on the CPU."""
+    monkeypatch.setenv("MOODSHIFT_PROFILE", "tiny")
+    monkeypatch.setenv("MOODSHIFT_DEVICE", "cpu")
+
+
+@pytest.fixture
+def coffee_file(tmp_path, coffee) -> Path:
+    """coffee() as a PNG file, the way the command line takes photos."""
+    path = tmp_path / "coffee.png"
+    Image.fromarray(coffee).save(path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""`python -m serving edit` with the tiny profile: variant files at the input's size, exact subject, clear errors."""
+"""`python -m serving edit` with the tiny profile: variant files at the input's size, exact subject (deeper than the
+soft edge's band; all of it with --edge hard), clear errors."""
 
 import numpy as np
 import pytest
@@ -7,22 +8,14 @@ from typer.testing import CliRunner
 
 from serving.cli import app
 from serving.models.blended_sdxl import BlendedSDXLRunner
+from tests.matting import core_of
 
 runner = CliRunner()
 
 
 @pytest.fixture
-def tiny_profile(monkeypatch):
-    monkeypatch.setenv("MOODSHIFT_PROFILE", "tiny")
-    monkeypatch.setenv("MOODSHIFT_DEVICE", "cpu")
+def tiny_profile(tiny_models, monkeypatch):
     monkeypatch.setenv("MOODSHIFT_WORKING_PIXELS", str(128 * 128))  # seconds on a shared CPU
-
-
-@pytest.fixture
-def photo(tmp_path, coffee):
-    path = tmp_path / "coffee.png"
-    Image.fromarray(coffee).save(path)
-    return path
 
 
 @pytest.fixture
@@ -39,55 +32,68 @@ def mask_file(tmp_path, subject):
     return path
 
 
-def test_edit_with_a_mask_writes_one_file_per_variant(tiny_profile, photo, mask_file, subject, coffee, tmp_path):
+def test_edit_with_a_mask_writes_one_file_per_variant(tiny_profile, coffee_file, mask_file, subject, coffee, tmp_path):
     out = tmp_path / "out" / "forest.png"
-    arguments = ["edit", str(photo), "--mask", str(mask_file), "--prompt", "a misty forest", "-o", str(out)]
+    arguments = ["edit", str(coffee_file), "--mask", str(mask_file), "--prompt", "a misty forest", "-o", str(out)]
     result = runner.invoke(app, [*arguments, "--steps", "2", "--variants", "2", "--seed", "4", "--feather", "5"])
     assert result.exit_code == 0, result.output
     assert "denoising" in result.output  # the progress bar's label
     assert "seed 4" in result.stdout and "seed 5" in result.stdout and "random weights" in result.stdout
     assert not out.exists()
     first, second = (np.asarray(Image.open(tmp_path / "out" / name)) for name in ("forest-1.png", "forest-2.png"))
+    core = core_of(subject)
     for image in (first, second):
         assert image.shape == coffee.shape
-        assert np.array_equal(image[subject], coffee[subject])
+        assert np.array_equal(image[core], coffee[core])
         assert (np.abs(image.astype(int) - coffee)[~subject] > 10).mean() > 0.5  # background regenerated
     assert not np.array_equal(first, second)
 
 
 def test_edit_with_a_keyword_writes_the_prompt_as_the_service_does(
-    tiny_profile, photo, mask_file, subject, coffee, tmp_path
+    tiny_profile, coffee_file, mask_file, subject, coffee, tmp_path
 ):
     out = tmp_path / "keyword.png"
-    arguments = ["edit", str(photo), "--mask", str(mask_file), "--keyword", "galaxy", "--steps", "1", "-o", str(out)]
-    result = runner.invoke(app, [*arguments, "--keywords", "calm,warm"], env={"MOODSHIFT_OLLAMA_ENABLED": "false"})
+    arguments = [
+        "edit",
+        str(coffee_file),
+        "--mask",
+        str(mask_file),
+        "--keyword",
+        "galaxy",
+        "--steps",
+        "1",
+        "-o",
+        str(out),
+    ]
+    arguments += ["--keywords", "calm,warm", "--edge", "hard"]
+    result = runner.invoke(app, arguments, env={"MOODSHIFT_OLLAMA_ENABLED": "false"})
     assert result.exit_code == 0, result.output
     assert "prompt (template): galaxy" in result.stdout and "calm" in result.stdout
     edited = np.asarray(Image.open(out))
     assert np.array_equal(edited[subject], coffee[subject])
 
 
-def test_edit_saves_previews_when_asked(tiny_profile, photo, mask_file, tmp_path):
+def test_edit_saves_previews_when_asked(tiny_profile, coffee_file, mask_file, tmp_path):
     out, preview = tmp_path / "out.png", tmp_path / "preview.png"
-    arguments = ["edit", str(photo), "--mask", str(mask_file), "--prompt", "a galaxy", "--steps", "40", "-o", str(out)]
-    result = runner.invoke(app, [*arguments, "--preview", str(preview)])
+    arguments = ["edit", str(coffee_file), "--mask", str(mask_file), "--prompt", "a galaxy", "--steps", "40"]
+    result = runner.invoke(app, [*arguments, "-o", str(out), "--preview", str(preview)])
     assert result.exit_code == 0, result.output
     picture = Image.open(preview)
     assert picture.format == "PNG" and max(picture.size) <= 256 and not preview.with_name("preview.png.part").exists()
 
 
-def test_edit_with_a_click_uses_the_segmenter_mask(tiny_profile, photo, coffee, tmp_path):
+def test_edit_with_a_click_uses_the_segmenter_mask(tiny_profile, coffee_file, coffee, tmp_path):
     from serving.models.sam import Segmenter
 
     out = tmp_path / "clicked.png"
     result = runner.invoke(
-        app, ["edit", str(photo), "--point", "300,200", "--prompt", "a beach", "--steps", "1", "-o", str(out)]
+        app, ["edit", str(coffee_file), "--point", "300,200", "--prompt", "a beach", "--steps", "1", "-o", str(out)]
     )
     assert result.exit_code == 0, result.output
     edited = np.asarray(Image.open(out))
     subject = Segmenter.from_settings().segment(coffee, [(300, 200)]).mask  # tiny SAM is seeded
     assert subject.any() and not subject.all()
-    assert np.array_equal(edited[subject], coffee[subject])
+    assert np.array_equal(edited[core_of(subject)], coffee[core_of(subject)])
 
 
 @pytest.mark.parametrize(
@@ -99,27 +105,28 @@ def test_edit_with_a_click_uses_the_segmenter_mask(tiny_profile, photo, coffee, 
         (["--steps", "0"], "steps 0 must be an integer from 1 to 150"),
         (["--variants", "9"], "variants 9"),
         (["--strength", "0"], "strength 0.0"),
+        (["--edge", "soft"], "edge 'soft' must be one of matte, hard"),
         (["-o", "out.unknown"], "cannot tell the image format of out.unknown"),
     ],
 )
-def test_bad_options_fail_before_any_model_loads(tiny_profile, photo, mask_file, monkeypatch, arguments, message):
+def test_bad_options_fail_before_any_model_loads(tiny_profile, coffee_file, mask_file, monkeypatch, arguments, message):
     def no_model(*_args, **_kwargs):
         raise AssertionError("a model was built for a request that was bad from the start")
 
     monkeypatch.setattr(BlendedSDXLRunner, "from_settings", no_model)
     mask_arguments = [] if arguments == [] else ["--mask", str(mask_file)]
-    result = runner.invoke(app, ["edit", str(photo), *mask_arguments, "--prompt", "x", "-o", "o.png", *arguments])
+    result = runner.invoke(app, ["edit", str(coffee_file), *mask_arguments, "--prompt", "x", "-o", "o.png", *arguments])
     assert result.exit_code == 2, result.output
     assert message in result.output
 
 
-def test_mask_of_another_size_and_bad_click_are_named(tiny_profile, photo, tmp_path, monkeypatch):
+def test_mask_of_another_size_and_bad_click_are_named(tiny_profile, coffee_file, tmp_path, monkeypatch):
     monkeypatch.setattr(BlendedSDXLRunner, "from_settings", None)  # never reached
     small = tmp_path / "small.png"
     Image.fromarray(np.full((10, 20), 255, dtype=np.uint8)).save(small)
-    result = runner.invoke(app, ["edit", str(photo), "--mask", str(small), "--prompt", "x", "-o", "o.png"])
+    result = runner.invoke(app, ["edit", str(coffee_file), "--mask", str(small), "--prompt", "x", "-o", "o.png"])
     assert result.exit_code == 2 and "mask is 20×10 but the image is 600×400" in result.output
-    result = runner.invoke(app, ["edit", str(photo), "--point", "7,a", "--prompt", "x", "-o", "o.png"])
+    result = runner.invoke(app, ["edit", str(coffee_file), "--point", "7,a", "--prompt", "x", "-o", "o.png"])
     assert result.exit_code == 2 and "--point '7,a'" in result.output
     result = runner.invoke(app, ["edit", str(tmp_path / "gone.png"), "-p", "1,1", "--prompt", "x", "-o", "o.png"])
     assert result.exit_code == 2 and "cannot read" in result.output

@@ -15,22 +15,11 @@ from serving.models.sam_builders import build_tiny_sam
 runner = CliRunner()
 
 
-@pytest.fixture
-def tiny_profile(monkeypatch):
-    monkeypatch.setenv("MOODSHIFT_PROFILE", "tiny")
-    monkeypatch.setenv("MOODSHIFT_DEVICE", "cpu")
-
-
-@pytest.fixture
-def photo(tmp_path, coffee):
-    path = tmp_path / "coffee.png"
-    Image.fromarray(coffee).save(path)
-    return path
-
-
-def test_segment_writes_the_same_mask_as_the_segmenter(tiny_profile, photo, tmp_path, coffee):
+def test_segment_writes_the_same_mask_as_the_segmenter(tiny_models, coffee_file, tmp_path, coffee):
     out = tmp_path / "masks" / "subject.png"
-    result = runner.invoke(app, ["segment", str(photo), "--point", "450,80", "--point", "150,300,0", "-o", str(out)])
+    result = runner.invoke(
+        app, ["segment", str(coffee_file), "--point", "450,80", "--point", "150,300,0", "-o", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "wrote" in result.stdout and "600×400" in result.stdout and "random weights" in result.stdout
 
@@ -42,7 +31,7 @@ def test_segment_writes_the_same_mask_as_the_segmenter(tiny_profile, photo, tmp_
     assert np.array_equal(pixels == 255, expected)
 
 
-def test_segment_with_a_box_on_an_exif_rotated_jpeg_has_the_displayed_size(tiny_profile, tmp_path, coffee):
+def test_segment_with_a_box_on_an_exif_rotated_jpeg_has_the_displayed_size(tiny_models, tmp_path, coffee):
     exif = Image.Exif()
     exif[0x0112] = 6
     path = tmp_path / "sideways.jpg"
@@ -67,20 +56,20 @@ def test_segment_with_a_box_on_an_exif_rotated_jpeg_has_the_displayed_size(tiny_
         (["--box", "1,2,3"], "--box '1,2,3' is not X0,Y0,X1,Y1"),
     ],
 )
-def test_bad_prompts_fail_clearly_without_loading_a_model(monkeypatch, photo, tmp_path, arguments, message):
+def test_bad_prompts_fail_clearly_without_loading_a_model(monkeypatch, coffee_file, tmp_path, arguments, message):
     monkeypatch.setenv("MOODSHIFT_PROFILE", "real")  # no weights here: reaching the model would fail differently
-    result = runner.invoke(app, ["segment", str(photo), *arguments, "-o", str(tmp_path / "m.png")])
+    result = runner.invoke(app, ["segment", str(coffee_file), *arguments, "-o", str(tmp_path / "m.png")])
     assert result.exit_code == 2
     assert "error:" in result.stderr
     assert re.search(message, result.stderr), result.stderr
     assert not (tmp_path / "m.png").exists()
 
 
-def test_bad_images_fail_clearly(monkeypatch, photo, tmp_path):
+def test_bad_images_fail_clearly(monkeypatch, coffee_file, tmp_path):
     monkeypatch.setenv("MOODSHIFT_PROFILE", "real")
     monkeypatch.setenv("MOODSHIFT_MAX_IMAGE_PIXELS", "100000")
     mask = str(tmp_path / "m.png")
-    result = runner.invoke(app, ["segment", str(photo), "--point", "1,1", "-o", mask])
+    result = runner.invoke(app, ["segment", str(coffee_file), "--point", "1,1", "-o", mask])
     assert result.exit_code == 2
     assert "coffee.png: image is 600×400 = 240,000 pixels, more than the limit of 100,000" in result.stderr
 
@@ -93,13 +82,13 @@ def test_bad_images_fail_clearly(monkeypatch, photo, tmp_path):
     assert result.exit_code == 2 and "cannot read image" in result.stderr and "missing.png" in result.stderr
 
 
-def test_missing_real_weights_name_the_file(monkeypatch, photo, tmp_path):
+def test_missing_real_weights_name_the_file(monkeypatch, coffee_file, tmp_path):
     monkeypatch.setenv("MOODSHIFT_PROFILE", "real")
-    result = runner.invoke(app, ["segment", str(photo), "--point", "5,5", "-o", str(tmp_path / "m.png")])
+    result = runner.invoke(app, ["segment", str(coffee_file), "--point", "5,5", "-o", str(tmp_path / "m.png")])
     assert result.exit_code == 2 and "sam_vit_h_4b8939.pth" in result.stderr and "Traceback" not in result.output
 
 
-def test_bench_segment_reports_every_number(tiny_profile, tmp_path):
+def test_bench_segment_reports_every_number(tiny_models, tmp_path):
     out = tmp_path / "bench.json"
     arguments = ["bench", "segment", "--profile", "tiny", "--clicks", "3", "--repeats", "1"]
     arguments += ["--batch-sizes", "1,2", "--size", "96x64", "--device", "cpu", "--json", str(out)]
@@ -118,6 +107,6 @@ def test_bench_segment_reports_every_number(tiny_profile, tmp_path):
     assert numbers["later_over_first"] == pytest.approx(numbers["later_click_p50_ms"] / numbers["first_click_p50_ms"])
 
 
-def test_bench_rejects_a_bad_size(tiny_profile):
+def test_bench_rejects_a_bad_size(tiny_models):
     result = runner.invoke(app, ["bench", "segment", "--size", "96by64"])
     assert result.exit_code == 2 and "--size '96by64' is not 2 positive integers" in result.stderr

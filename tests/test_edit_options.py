@@ -140,11 +140,7 @@ def test_an_image_must_be_rgb():
 def test_choice_and_boolean_options_check_their_values(monkeypatch):
     from serving.core import edit_options
 
-    table = {
-        **EDIT_OPTIONS,
-        "edge": edit_options.EditOption("edge", str, "matte", "How the edge is blended.", choices=("matte", "hard")),
-        "preview": edit_options.EditOption("preview", bool, True, "Preview images while the edit runs."),
-    }
+    table = {**EDIT_OPTIONS, "preview": edit_options.EditOption("preview", bool, True, "Preview while it runs.")}
     monkeypatch.setattr(edit_options, "EDIT_OPTIONS", table)
     assert table["edge"].check("hard") == "hard" and table["preview"].check(False) is False
     with pytest.raises(EditOptionError, match="edge 'soft' must be one of matte, hard"):
@@ -154,3 +150,12 @@ def test_choice_and_boolean_options_check_their_values(monkeypatch):
     rows = {row["name"]: row for row in info_table()}
     assert rows["edge"]["type"] == "string" and rows["edge"]["choices"] == ["matte", "hard"]
     assert rows["preview"]["type"] == "boolean" and "choices" not in rows["preview"]
+
+
+def test_the_edge_is_a_matte_unless_asked_or_set_otherwise(monkeypatch):
+    assert check_edit_options({}).edge == "matte"
+    assert check_edit_options({"edge": "hard"}).edge == "hard"
+    monkeypatch.setenv("MOODSHIFT_DEFAULT_EDGE", "hard")
+    assert check_edit_options({}, Settings().edit_defaults()).edge == "hard"
+    with pytest.raises(EditOptionError, match="edge 'Matte' must be one of matte, hard"):
+        check_edit_options({"edge": "Matte"})

@@ -11,7 +11,9 @@ from serving.core.masks import (
     clean_mask,
     feather,
     fill_holes,
+    is_soft,
     mask_from_png_bytes,
+    mask_levels_from_png_bytes,
     mask_to_png_bytes,
     remove_islands,
 )
@@ -125,6 +127,17 @@ def test_mask_from_grey_levels_alpha_and_16_bit():
 
     wide = np.array([[0, 20000, 40000, 65535]], dtype=np.uint16)
     assert mask_from_png_bytes(_png(Image.fromarray(wide))).tolist() == [[False, False, True, True]]
+
+
+def test_mask_levels_keep_grey_as_a_soft_mask_and_split_where_the_bool_mask_does():
+    grey = np.array([[0, 64, 127, 128, 255]], dtype=np.uint8)
+    levels = mask_levels_from_png_bytes(_png(Image.fromarray(grey)), size=(5, 1))
+    np.testing.assert_allclose(levels, grey / 255, atol=1e-7)
+    assert levels.dtype == np.float32 and is_soft(levels) and not is_soft(levels >= 0.5)
+    wide = np.array([[0, 32767, 32768, 65535]], dtype=np.uint16)
+    assert (mask_levels_from_png_bytes(_png(Image.fromarray(wide))) >= 0.5).tolist() == [[False, False, True, True]]
+    with pytest.raises(ImageInputError, match="5×1 but the image is 4×1"):
+        mask_levels_from_png_bytes(_png(Image.fromarray(grey)), size=(4, 1))
 
 
 @pytest.mark.parametrize(("data", "message"), [(b"", "empty"), (b"not a png", "not a readable image")])

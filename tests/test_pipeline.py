@@ -1,5 +1,6 @@
 """The pipeline in-process on tiny models: the one way through for an edit, with stages, steps and cancel reported,
-and nothing loaded or run for a request that is bad from the start."""
+the subject's edge as a matte (or hard, as before, bit for bit), the cut-out, and nothing loaded or run for a request
+that is bad from the start."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import threading
 import numpy as np
 import pytest
 
+from serving.core.blending import compose
 from serving.core.errors import CancelledError, InputError
+from serving.core.matting import compose_matte, estimate_matte
 from serving.pipeline import LazyStage, Pipeline
+from tests.matting import core_of
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,9 @@ def test_an_edit_reports_its_stages_and_every_step_and_keeps_the_subject(pipelin
     assert steps == sorted(steps) and all(total == 12 for _, total in steps) and steps[-1] == (12, 12)
     assert outcome.prompt_source == "template" and "forest" in outcome.prompt and outcome.tokens <= 77
     [edited] = outcome.images
-    assert edited.shape == coffee.shape and np.array_equal(edited[subject], coffee[subject])
+    core = core_of(subject)  # edge=matte (the default): pixels deeper than the soft edge's band are exact
+    assert edited.shape == coffee.shape and np.array_equal(edited[core], coffee[core])
+    assert outcome.timings["matte_s"] > 0
 
 
 def test_a_cancel_during_the_diffusion_stops_it(pipeline, coffee, subject):
@@ -70,7 +76,78 @@ def test_clicks_are_segmented_inside_the_edit(pipeline, coffee):
     outcome = pipeline.run_edit(prepared, job_id="clicks", on_stage=stages.append)
     assert stages == ["segment", "diffusion"]
     subject = pipeline.segment(coffee, [(300, 200)], None).mask  # the same clicks, the same (cached) mask
-    assert np.array_equal(outcome.images[0][subject], coffee[subject])
+    core = core_of(subject)
+    assert np.array_equal(outcome.images[0][core], coffee[core])
+
+
+def _diffusion_answers(pipeline, monkeypatch) -> list:
+    """Record what the diffusion stage is sent and answers: [(job, outcome)]."""
+    calls = []
+    run = pipeline._diffuse
+
+    def recording(job, *callbacks):
+        outcome = run(job, *callbacks)
+        calls.append((job, outcome))
+        return outcome
+
+    monkeypatch.setattr(pipeline, "_diffuse", recording)
+    return calls
+
+
+def test_edge_hard_keeps_the_feathered_composite_bit_for_bit(pipeline, coffee, subject, monkeypatch):
+    calls = _diffusion_answers(pipeline, monkeypatch)
+    options = {"steps": 2, "seed": 5, "variants": 2, "edge": "hard", "feather": 6}
+    outcome = pipeline.run_edit(pipeline.prepare_edit(coffee, subject_mask=subject, prompt="dunes", options=options),
+                                job_id="hard")  # fmt: skip
+    [(job, answer)] = calls
+    assert np.array_equal(job.subject_mask.to_numpy(), subject)  # the diffusion keeps the whole mask, as before
+    expected = [compose(coffee, background.to_numpy(), subject, 6) for background in answer.backgrounds]
+    assert all(np.array_equal(got, want) for got, want in zip(outcome.images, expected, strict=True))
+    assert "matte_s" not in outcome.timings
+
+
+def test_edge_matte_regenerates_the_band_and_blends_the_soft_edge_into_it(pipeline, coffee, subject, monkeypatch):
+    calls = _diffusion_answers(pipeline, monkeypatch)
+    options = {"steps": 2, "seed": 5}
+    outcome = pipeline.run_edit(pipeline.prepare_edit(coffee, subject_mask=subject, prompt="dunes", options=options),
+                                job_id="matte")  # fmt: skip
+    [(job, answer)] = calls
+    matte = estimate_matte(coffee, subject)
+    assert np.array_equal(job.subject_mask.to_numpy(), matte.core)  # the band is in the edit region
+    [edited] = outcome.images
+    assert np.array_equal(edited, compose_matte(answer.backgrounds[0].to_numpy(), matte))
+    assert np.array_equal(edited[matte.core], coffee[matte.core])
+
+
+def test_an_uploaded_soft_mask_is_the_mattes_prior(pipeline, coffee, subject, monkeypatch):
+    calls = _diffusion_answers(pipeline, monkeypatch)
+    levels = subject.astype(np.float32)
+    levels[80:90, 190:430] = 0.4  # a grey strip above the subject: partly subject, beyond the band
+    prepared = pipeline.prepare_edit(coffee, subject_mask=levels, prompt="dunes", options={"steps": 1})
+    assert np.array_equal(prepared.subject_mask, subject) and np.array_equal(prepared.subject_prior, levels)
+    pipeline.run_edit(prepared, job_id="soft")
+    [(job, _)] = calls
+    assert np.array_equal(job.subject_mask.to_numpy(), estimate_matte(coffee, levels).core)
+    assert not job.subject_mask.to_numpy()[80:90].any()
+
+
+def test_a_cutout_is_the_subject_with_its_soft_edge_from_a_mask_or_clicks(pipeline, coffee, subject):
+    cutout = pipeline.cutout(coffee, subject_mask=subject)
+    assert cutout.rgba.shape == (400, 600, 4) and len(cutout.image_id) == 32
+    np.testing.assert_array_equal(cutout.rgba, estimate_matte(coffee, subject).cutout())
+    clicked = pipeline.cutout(coffee, points=[(300, 200)])
+    segmented = pipeline.segment(coffee, [(300, 200)], None).mask
+    np.testing.assert_array_equal(clicked.rgba, estimate_matte(coffee, segmented).cutout())
+    for fields, message in [
+        ({}, "no subject"),
+        ({"subject_mask": subject, "points": [(1, 1)]}, "not both"),
+        ({"subject_mask": np.zeros((400, 600), bool)}, "empty"),
+        ({"subject_mask": np.ones((400, 600), bool)}, "whole image"),
+        ({"subject_mask": np.ones((40, 60), bool)}, "60×40 but the image is 600×400"),
+        ({"points": [(900, 10)]}, "outside"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            pipeline.cutout(coffee, **fields)
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.core.images import encode_png_base64
+from serving.core.images import encode_png_base64, png_bytes
 from serving.core.masks import mask_from_png_bytes, mask_to_png_bytes
+from serving.core.matting import estimate_matte
+from tests.matting import core_of
 
 
 def _b64(data: bytes) -> str:
@@ -118,10 +120,66 @@ def test_edit_with_mask_keeps_subject_pixels_and_input_size(client, photo, coffe
     assert len(body["images"]) == 2
     first, second = (_decode_png(image) for image in body["images"])
     assert first.shape == coffee.shape
-    np.testing.assert_array_equal(first[subject_mask], coffee[subject_mask])
+    core = core_of(subject_mask)  # edge=matte (the default): exact deeper than the soft edge's band
+    np.testing.assert_array_equal(first[core], coffee[core])
     assert np.abs(first[~subject_mask].astype(int) - coffee[~subject_mask]).mean() > 5, "background must change"
     assert not np.array_equal(first, second), "variants differ"
     assert body["timings"]["diffusion_s"] > 0 and body["timings"]["total_s"] >= body["timings"]["diffusion_s"]
+
+
+def test_edit_with_a_hard_edge_keeps_every_subject_pixel(client, photo, coffee, subject_mask):
+    request = {"image": photo, "mask": _b64(mask_to_png_bytes(subject_mask)), "prompt": "dunes", "edge": "hard"}
+    response = client.post("/edit", json=request)
+    assert response.status_code == 200, response.text
+    np.testing.assert_array_equal(_decode_png(response.json()["images"][0])[subject_mask], coffee[subject_mask])
+    message = _error(client.post("/edit", json={**request, "edge": "soft"}), 400)
+    assert message == "edge 'soft' must be one of matte, hard"
+
+
+def test_matte_returns_the_rgba_cutout_from_a_mask_or_clicks(client, photo, coffee, subject_mask):
+    response = client.post("/matte", json={"image": photo, "mask": _b64(mask_to_png_bytes(subject_mask))})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"cutout", "image_id"} and len(body["image_id"]) == 32
+    cutout = Image.open(io.BytesIO(base64.b64decode(body["cutout"])))
+    assert (cutout.mode, cutout.size) == ("RGBA", (600, 400))
+    np.testing.assert_array_equal(np.asarray(cutout), estimate_matte(coffee, subject_mask).cutout())
+    clicked = client.post("/matte", json={"image": photo, "points": [{"x": 300, "y": 200, "label": 1}]})
+    assert clicked.status_code == 200, clicked.text
+    assert _decode_png(clicked.json()["cutout"]).shape == (400, 600, 4)
+
+
+def test_matte_takes_a_grey_mask_as_a_soft_prior(client, photo, coffee, subject_mask):
+    levels = subject_mask.astype(np.uint8) * 255
+    levels[100:120, 200:420] = 100  # a grey strip: a soft mask, not a mistake
+    response = client.post("/matte", json={"image": photo, "mask": _b64(png_bytes(levels))})
+    assert response.status_code == 200, response.text
+    expected = estimate_matte(coffee, levels.astype(np.float32) / 255).cutout()
+    np.testing.assert_array_equal(_decode_png(response.json()["cutout"]), expected)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({}, "no subject"),
+        ({"mask": "full"}, "covers the whole image"),
+        ({"mask": "empty"}, "mask is empty"),
+        ({"mask": "small"}, "mask is 10×10 but the image is 600×400"),
+        ({"mask": "subject", "points": [{"x": 1, "y": 1, "label": 1}]}, "not both"),
+        ({"points": [{"x": 900, "y": 1, "label": 1}]}, "outside"),
+        ({"image": "bm90IGFuIGltYWdl"}, "not a readable image"),
+    ],
+)
+def test_matte_mistakes_are_400_naming_the_problem(client, photo, subject_mask, fields, message):
+    masks = {
+        "full": np.ones((400, 600), bool),
+        "empty": np.zeros((400, 600), bool),
+        "small": np.ones((10, 10), bool),
+        "subject": subject_mask,
+    }
+    if "mask" in fields:
+        fields = {**fields, "mask": _b64(mask_to_png_bytes(masks[fields["mask"]]))}
+    assert message in _error(client.post("/matte", json={"image": photo, **fields}), 400)
 
 
 def test_edit_with_points_and_keyword_runs_every_stage(client, photo):

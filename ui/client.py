@@ -1,4 +1,4 @@
-"""HTTP client for the Moodshift service contract (/segment, /mood, /prompt, /edit_submit...).
+"""HTTP client for the Moodshift service contract (/segment, /matte, /mood, /prompt, /edit_submit...).
 
 Every failure becomes a `ServiceError` that names the URL tried, the HTTP status (if any) and a message a
 person can act on, so the UI can show it without a traceback.
@@ -42,6 +42,14 @@ class Segmentation:
     image_id: str
     cached: bool
     elapsed_s: float
+
+
+@dataclass(frozen=True)
+class Cutout:
+    """`/matte`'s answer: the subject as an RGBA PNG (straight alpha, soft edge, the photo's size)."""
+
+    png: bytes
+    image_id: str
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,11 @@ class ServiceClient:
             cached=bool(answer.get("cached", False)),
             elapsed_s=time.perf_counter() - started,
         )
+
+    def cutout(self, photo: Photo, mask_png: bytes) -> Cutout:
+        """POST /matte with the subject mask (PNG bytes, white = subject, the photo's size)."""
+        answer = self._with_photo("/matte", photo, {"mask": encode_image(mask_png)}, STAGE_TIMEOUT_S)
+        return Cutout(decode_image(answer["cutout"]), str(answer.get("image_id", "")))
 
     def mood(self, photo: Photo) -> Mood:
         answer = self._with_photo("/mood", photo, {}, STAGE_TIMEOUT_S)

@@ -1,5 +1,5 @@
-"""Pictures the studio draws: the subject mask as a translucent overlay with an outline, the before/after
-wipe and thumbnails. PIL and numpy only."""
+"""Pictures the studio draws: the subject mask as a translucent overlay with an outline, the cut-out's soft edge,
+the before/after wipe and thumbnails. PIL and numpy only."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from ui.canvas import fit_canvas
 
 MASK_TINT = (139, 92, 246)  # violet: reads on skin, sky and foliage alike
 OUTLINE_COLOR = (255, 255, 255)
+SOFT_EDGE_COLOR = (251, 191, 36)  # amber: where the cut-out is partly transparent
 DIVIDER_COLOR = (255, 255, 255)
 
 
@@ -45,6 +46,22 @@ def overlay_mask(
     out = rgb.copy()
     out[subject] = (1 - alpha) * rgb[subject] + alpha * np.asarray(tint, np.float32)
     out[mask_outline(subject, outline_width)] = OUTLINE_COLOR
+    return Image.fromarray(out.round().astype(np.uint8))
+
+
+def overlay_soft_edge(
+    image: Image.Image, cutout: Image.Image, tint: tuple[int, int, int] = MASK_TINT, alpha: float = 0.45
+) -> Image.Image:
+    """`image` (RGB) with the subject tinted by `alpha` × the cut-out's own alpha, and its soft edge (where the
+    cut-out is partly transparent, however thin once shrunk to fit) painted amber."""
+    rgb = np.asarray(image.convert("RGB")).astype(np.float32)
+    opacity = cutout.getchannel("A")
+    weight = alpha * np.asarray(opacity.resize(image.size, Image.Resampling.BILINEAR), np.float32)[..., None] / 255
+    out = (1 - weight) * rgb + weight * np.asarray(tint, np.float32)
+    partial = np.asarray(opacity.point(lambda level: 255 if 0 < level < 255 else 0))
+    # Any partial pixel under a display pixel marks it: a band a few pixels wide survives the shrink.
+    edge = np.asarray(Image.fromarray(partial).resize(image.size, Image.Resampling.BOX)) > 0
+    out[edge] = 0.3 * out[edge] + 0.7 * np.asarray(SOFT_EDGE_COLOR, np.float32)
     return Image.fromarray(out.round().astype(np.uint8))
 
 

@@ -18,6 +18,7 @@ LABELS = {
     "steps": "Steps",
     "guidance": "Guidance",
     "variants": "Variants",
+    "edge": "Edge",
     "feather": "Feather (px)",
     "strength": "Strength",
     "shrink_steps": "Shrink steps",
@@ -26,11 +27,13 @@ LABELS = {
 HELP = {
     "guidance": "How strictly the image follows the prompt.",
     "variants": "Images per generation, each with its own seed.",
-    "feather": "Softness of the seam around the kept subject.",
+    "edge": "Matte: a soft edge with the subject's own colours, no rim of the old background. Hard: the mask as "
+    "it is, softened by the feather.",
+    "feather": "With a hard edge: softness of the seam around the kept subject.",
     "strength": "1 = new background from noise.",
 }
 # Shown at once; every other option (and any the service adds later) goes in the "Advanced" expander.
-MAIN_OPTIONS = ("seed", "steps", "guidance", "variants", "feather")
+MAIN_OPTIONS = ("seed", "steps", "guidance", "variants", "edge", "feather")
 TEXT_AREA_HEIGHT = 80
 
 

@@ -38,6 +38,8 @@ def defaults() -> dict[str, Any]:
         "mask_coverage": 0.0,  # fraction of the photo inside the mask
         "segment_attempt": [],  # the points the last /segment call was for (None: ask again)
         "segment_error": None,
+        "cutout": None,  # ui.client.Cutout of the current mask, once asked for
+        "cutout_error": None,
         # mood and prompt
         "point_label": "subject",
         "mood": None,  # ui.client.Mood

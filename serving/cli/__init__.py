@@ -10,6 +10,7 @@ from serving.cli import weights  # noqa: F401  isort: skip
 from serving.cli import mood, prompt  # noqa: F401  isort: skip
 from serving.cli import bench_segment, segment  # noqa: F401  isort: skip
 from serving.cli import bench_diffusion, edit  # noqa: F401  isort: skip
+from serving.cli import bench_matte, matte  # noqa: F401  isort: skip
 from serving.cli import bench_serve, serve  # noqa: F401  isort: skip
 from serving.cli import demo  # noqa: F401  isort: skip
 

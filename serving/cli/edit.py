@@ -14,7 +14,7 @@ import typer
 
 from serving.cli.app import app, fail, read_file, read_image
 from serving.cli.options import takes_edit_options
-from serving.cli.segment import parse_box, parse_point
+from serving.cli.segment import BoxOption, MaskOption, PointsOption, parse_subject
 
 
 def variant_paths(output: Path, variants: int) -> list[Path]:
@@ -54,19 +54,9 @@ def edit(
         str | None,
         typer.Option("--keywords", help="With --keyword: comma-separated mood keywords instead of reading the photo."),
     ] = None,
-    mask: Annotated[
-        Path | None, typer.Option("--mask", help="Subject mask image, same size as IMAGE: white = subject.")
-    ] = None,
-    points: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--point",
-            "-p",
-            help="Instead of --mask: a click X,Y[,LABEL] on the subject in image pixels (LABEL 1 = subject, "
-            "default; 0 = not subject); repeat in click order. Uses the SAM segmenter.",
-        ),
-    ] = None,
-    box: Annotated[str | None, typer.Option("--box", help="With or instead of --point: box X0,Y0,X1,Y1.")] = None,
+    mask: MaskOption = None,
+    points: PointsOption = None,
+    box: BoxOption = None,
     server: Annotated[
         str | None,
         typer.Option("--server", help="Run the edit on a Moodshift service (e.g. http://127.0.0.1:3000) over HTTP."),
@@ -81,17 +71,15 @@ def edit(
     ] = None,
     edit_options: dict[str, Any] | None = None,
 ) -> None:
-    """Give IMAGE a new background from --prompt or --keyword; the subject (--mask or clicks) stays pixel-exact."""
+    """Give IMAGE a new background from --prompt or --keyword; the subject (--mask or clicks) stays pixel-exact
+    inside its soft edge (--edge matte, the default) or entirely (--edge hard)."""
     from PIL import Image
 
     if (prompt is None) == (keyword is None):
         fail("give the new background either as --prompt TEXT or as --keyword WORD, not both")
-    if (mask is None) == (not points and box is None):
-        fail("give the subject either as --mask MASK.png or as --point X,Y[,LABEL] (and/or --box), not both")
+    clicks, box_values = parse_subject(mask, points, box)
     if output.suffix.lower() not in Image.registered_extensions():
         fail(f"cannot tell the image format of {output}: use an extension such as .png or .jpg")
-    clicks = [parse_point(text) for text in points or []]
-    box_values = parse_box(box) if box is not None else None
     moods = [word.strip() for word in keywords.split(",") if word.strip()] if keywords is not None else None
     request = {
         "prompt": prompt,
@@ -124,7 +112,7 @@ def _edit_in_process(
     from serving.cli.app import save_atomically
     from serving.core.errors import InputError
     from serving.core.images import png_bytes
-    from serving.core.masks import mask_from_png_bytes
+    from serving.core.masks import mask_levels_from_png_bytes
     from serving.models.errors import WeightsError
     from serving.pipeline import Pipeline
     from serving.settings import get_settings
@@ -134,7 +122,7 @@ def _edit_in_process(
     pipeline = Pipeline.in_process(settings)  # models load on first use: a typo should not cost a model load
     texts = {name: request.pop(name) for name in ("prompt", "user_keyword", "keywords")}
     try:
-        subject_mask = None if mask is None else mask_from_png_bytes(read_file(mask), size=picture.size)
+        subject_mask = None if mask is None else mask_levels_from_png_bytes(read_file(mask), size=picture.size)
     except InputError as exc:
         fail(f"{mask}: {exc}")
     try:

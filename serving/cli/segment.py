@@ -1,4 +1,5 @@
-"""`python -m serving segment IMAGE --point X,Y[,LABEL] ... [--box X0,Y0,X1,Y1] -o MASK.png`: one subject mask."""
+"""`python -m serving segment IMAGE --point X,Y[,LABEL] ... [--box X0,Y0,X1,Y1] -o MASK.png`: one subject mask; and the
+parsing of clicks, boxes and subject options that `edit` and `matte` share."""
 
 from pathlib import Path
 from typing import Annotated
@@ -30,6 +31,33 @@ def parse_point(text: str) -> tuple[float, ...]:
 def parse_box(text: str) -> list[float]:
     """A box `X0,Y0,X1,Y1` from the command line."""
     return parse_numbers(text, "--box", "X0,Y0,X1,Y1", (4,))
+
+
+# The subject of `edit` and `matte`: a mask file, or clicks and/or a box for SAM.
+MaskOption = Annotated[
+    Path | None,
+    typer.Option("--mask", help="Subject mask image, same size as IMAGE: white = subject (grey = a soft edge)."),
+]
+PointsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--point",
+        "-p",
+        metavar="X,Y[,LABEL]",
+        help="Instead of --mask: a click X,Y[,LABEL] on the subject in image pixels (LABEL 1 = subject, default; "
+        "0 = not subject); repeat in click order. Uses the SAM segmenter.",
+    ),
+]
+BoxOption = Annotated[
+    str | None, typer.Option("--box", metavar="X0,Y0,X1,Y1", help="With or instead of --point: a box around it.")
+]
+
+
+def parse_subject(mask: Path | None, points: list[str] | None, box: str | None) -> tuple[list, list[float] | None]:
+    """The clicks and box of --point/--box; a clear error when neither they nor --mask are given, or both are."""
+    if (mask is None) == (not points and box is None):
+        fail("give the subject either as --mask MASK.png or as --point X,Y[,LABEL] (and/or --box), not both")
+    return [parse_point(text) for text in points or []], None if box is None else parse_box(box)
 
 
 @app.command("segment")

@@ -128,10 +128,19 @@ EDIT_OPTIONS: dict[str, EditOption] = {
         ),
         EditOption("variants", int, 1, "Images per edit, each with its own seed.", 1, MAX_VARIANTS),
         EditOption(
+            "edge",
+            str,
+            "matte",
+            "The subject's edge: matte = a soft alpha and the subject's own colours in a band around the mask "
+            "(no rim of the old background); hard = the mask as it is, softened by feather.",
+            choices=("matte", "hard"),
+            from_settings=True,
+        ),
+        EditOption(
             "feather",
             int,
             8,
-            "Soft edge of the kept subject, in pixels grown outward from it.",
+            "With edge=hard: soft edge of the kept subject, in pixels grown outward from it.",
             0,
             256,
             from_settings=True,
@@ -174,6 +183,7 @@ class EditOptions:
     steps: int
     guidance: float
     variants: int
+    edge: str
     feather: int
     strength: float
     shrink_steps: int

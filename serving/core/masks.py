@@ -97,10 +97,15 @@ def mask_to_png_bytes(mask: np.ndarray) -> bytes:
 
 
 def mask_from_png_bytes(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Read a mask image (white = subject) as a bool HxW array.
+    """Read a mask image (white = subject) as a bool HxW array: `mask_levels_from_png_bytes` split at 0.5."""
+    return mask_levels_from_png_bytes(data, size) >= 0.5
 
-    `size` = (width, height) it must have; it is checked on the header, before decoding. Grey levels are split
-    at 128. With an alpha channel, transparent pixels count as background (white-on-transparent works too).
+
+def mask_levels_from_png_bytes(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a mask image (white = subject) as float32 HxW levels in [0, 1]; grey levels are a soft mask.
+
+    `size` = (width, height) it must have; it is checked on the header, before decoding. With an alpha channel,
+    transparent pixels count as background (white-on-transparent works too). 16-bit levels keep their precision.
     """
     if not data:
         raise ImageInputError("mask is empty (0 bytes)")
@@ -119,11 +124,16 @@ def mask_from_png_bytes(data: bytes, size: tuple[int, int] | None = None) -> np.
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageInputError(f"mask data is truncated or corrupt ({exc})") from None
     if image.mode.startswith("I;16"):
-        return np.asarray(image) >= 32768  # Pillow's convert("L") would clip, not scale, 16-bit levels
+        return np.asarray(image).astype(np.float32) / 65535  # Pillow's convert("L") would clip, not scale, 16 bits
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-    return np.asarray(image.convert("L")) >= 128
+    return np.asarray(image.convert("L")).astype(np.float32) / 255
+
+
+def is_soft(levels: np.ndarray) -> bool:
+    """Whether mask levels have grey values (neither 0 nor 1) anywhere."""
+    return bool(np.any((levels > 0) & (levels < 1)))
 
 
 def _as_mask(mask: np.ndarray) -> np.ndarray:

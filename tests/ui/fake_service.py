@@ -4,6 +4,8 @@
   the `MOODSHIFT_DEFAULT_*` settings (or `options` rows given as they are), and the default `limits`.
 - /segment: the mask is a disc around each positive point minus a smaller disc around each negative one; images
   are decoded and named (`image_id`) by the service's own functions, and a repeat click may send the id instead.
+- /matte: the subject (a mask, or discs around the clicks) as an RGBA PNG whose alpha falls off over a few pixels
+  inside its boundary; masks are read and checked by the service's own functions.
 - /mood and /prompt: fixed answers (heuristic / template sources).
 - /edit_submit + /edit_status: options are checked as the service checks them; a job advances one step per status
   poll; the result keeps the subject's pixels and paints the background a colour derived from the seed.
@@ -34,10 +36,12 @@ from PIL import Image
 
 from serving.core.edit_options import EDIT_OPTIONS, EditOptions, check_edit_options, info_table
 from serving.core.errors import NotCachedError, NotFoundError, TooLargeError
-from serving.core.images import decode_base64_image, image_id_of, to_rgb_array
+from serving.core.images import decode_base64, decode_base64_image, image_id_of, to_rgb_array
+from serving.core.masks import check_subject_mask, feather, mask_levels_from_png_bytes
 from serving.settings import Settings
 
 FAKE_KEYWORDS = ["calm", "warm", "soft"]
+SOFT_EDGE_PX = 3  # the fake cut-out's alpha falls off over this many pixels inside the subject
 CANCELLED_MESSAGE = "cancelled by the caller"
 # The service's default limits (its settings' field defaults, not this process's environment).
 DEFAULT_LIMITS = {
@@ -194,6 +198,7 @@ class FakeService:
             ("GET", "healthz"): lambda _: "ok",
             ("GET", "info"): self._info,
             ("POST", "segment"): self._segment,
+            ("POST", "matte"): self._matte,
             ("POST", "mood"): self._mood,
             ("POST", "prompt"): self._prompt,
             ("POST", "edit"): self._edit,
@@ -266,6 +271,23 @@ class FakeService:
         _check_points(points, image.shape[1], image.shape[0])
         mask = self._mask(image, points)
         return {"mask": _png_b64(mask.astype(np.uint8) * 255), "score": 0.9, "image_id": image_id, "cached": cached}
+
+    def _matte(self, body: dict[str, Any]) -> dict[str, Any]:
+        image, image_id, _ = self._photo(body)
+        height, width = image.shape[:2]
+        if body.get("mask") is not None:
+            if body.get("points") or body.get("box") is not None:
+                raise ValueError("give either a mask or points/box, not both")
+            levels = mask_levels_from_png_bytes(decode_base64(body["mask"], "mask"), (width, height))
+            subject = check_subject_mask(levels, image.shape)
+        elif body.get("points"):
+            _check_points(body["points"], width, height)
+            subject = check_subject_mask(self._mask(image, body["points"]), image.shape)
+        else:
+            raise ValueError("no subject: give a mask, or points/box to segment the subject")
+        alpha = 1.0 - feather(~subject, SOFT_EDGE_PX)  # 1 deep inside, falling to 0 at the boundary
+        rgba = np.dstack([image * (alpha > 0)[..., None], np.rint(alpha * 255)]).astype(np.uint8)
+        return {"cutout": _png_b64(rgba), "image_id": image_id}
 
     def _mood(self, body: dict[str, Any]) -> dict[str, Any]:
         _, image_id, _ = self._photo(body)

@@ -29,9 +29,11 @@ from tests.ui.studio_driver import (
 )
 from ui.client import JobStatus
 from ui.history import EditRecord, HistoryStore
-from ui.overlay import MASK_TINT
+from ui.overlay import MASK_TINT, SOFT_EDGE_COLOR
 from ui.panels import generate
 from ui.settings import get_settings
+
+CUTOUT_LABEL = "Download cut-out (PNG with transparency)"
 
 
 @pytest.fixture()
@@ -75,6 +77,39 @@ def test_clicks_send_image_coordinates_and_the_mask_is_drawn_on_the_canvas(studi
         {"x": 267, "y": 268, "label": 0},  # 100·1500/560 = 267.9, 100·1000/373 = 268.1
     ]
     assert any("embedding reused" in caption for caption in texts(at.caption))  # repeat clicks reuse it
+
+
+def _download_labels(at: AppTest) -> list[str]:
+    return [button.proto.label for button in at.get("download_button")]
+
+
+def test_a_cut_out_of_the_mask_shows_its_soft_edge_and_downloads_as_png(studio, fake_service, big_photo_png):
+    at = click(upload(studio, "big.png", big_photo_png), 280, 186)
+    assert not fake_service.calls("/matte") and CUTOUT_LABEL not in _download_labels(at)
+    at.button(key="make_cutout").click()
+    at = at.run()
+    assert_no_exception(at)
+    [call] = fake_service.calls("/matte")
+    assert call["mask"] == base64.b64encode(at.session_state.segmentation.mask_png).decode()  # the mask on show
+    assert CUTOUT_LABEL in _download_labels(at)
+    cutout = Image.open(io.BytesIO(at.session_state.cutout.png))
+    assert (cutout.mode, cutout.size) == ("RGBA", (1500, 1000))
+    amber = (np.abs(canvas_background(at).astype(int) - SOFT_EDGE_COLOR) < 40).all(axis=2)
+    assert 100 < amber.sum() < 5000  # a ring around the fake's disc
+    at = click(at, 400, 300)  # a new mask: the cut-out was of the old one
+    assert at.session_state.cutout is None and CUTOUT_LABEL not in _download_labels(at)
+    assert at.button(key="make_cutout") is not None
+
+
+def test_a_service_without_cut_outs_says_so_and_the_studio_goes_on(studio, fake_service, big_photo_png):
+    fake_service.fail["matte"] = (404, "no such endpoint: POST /matte")
+    at = click(upload(studio, "big.png", big_photo_png), 280, 186)
+    at.button(key="make_cutout").click()
+    at = at.run()
+    assert_no_exception(at)
+    [error] = [text for text in texts(at.error) if "Cutting out the subject failed" in text]
+    assert "no such endpoint" in error and "HTTP 404" in error
+    assert CUTOUT_LABEL not in _download_labels(at) and at.session_state.segmentation is not None
 
 
 def test_undo_and_clear(studio, fake_service, big_photo_png):
@@ -186,8 +221,8 @@ def test_generate_follows_the_job_and_saves_a_history_entry(studio, fake_service
     record = entry.record
     assert record.prompt == body["prompt"] and record.seeds == [42, 43]
     # Every option of the service's table is recorded (the negative prompt on its own: `record.negative_prompt`).
-    assert record.params == {"seed": 42, "steps": 3, "guidance": 7.0, "variants": 2, "feather": 4, "strength": 1.0,
-                             "shrink_steps": 0, "preview": True}  # fmt: skip
+    assert record.params == {"seed": 42, "steps": 3, "guidance": 7.0, "variants": 2, "edge": "matte", "feather": 4,
+                             "strength": 1.0, "shrink_steps": 0, "preview": True}  # fmt: skip
     assert record.timings["total_s"] == 0.02 and record.timings["wall_s"] > 0
     assert record.image_id == at.session_state.segmentation.image_id
     assert record.user_keyword == "forest" and record.keywords == ["calm", "warm", "soft"]

@@ -27,6 +27,8 @@ def test_the_controls_start_at_the_services_defaults_within_its_bounds(monkeypat
     assert slider_state(at, "feather") == (200, 0, 256)
     assert slider_state(at, "variants") == (1, 1, 8)
     assert at.slider(key="feather").label == "Feather (px)"  # the studio's own words for the options it knows
+    edge = at.radio(key="edge")  # a choice: beside the feather it changes, not in "Advanced"
+    assert (edge.label, edge.value, edge.options) == ("Edge", "matte", ["matte", "hard"])
     seed = at.number_input(key="seed")
     assert at.toggle(key="random_seed").value is True and seed.disabled and seed.value == 0
     advanced = at.sidebar.expander[0]

@@ -19,6 +19,7 @@ SERVICE_ENV = {
     "MOODSHIFT_DEFAULT_STEPS": "120",
     "MOODSHIFT_DEFAULT_GUIDANCE": "25",
     "MOODSHIFT_DEFAULT_FEATHER": "200",
+    "MOODSHIFT_DEFAULT_EDGE": "hard",
     "MOODSHIFT_OLLAMA_ENABLED": "false",
 }
 
@@ -36,6 +37,7 @@ def test_every_page_shows_the_services_defaults_within_its_maxima(service_url, m
     assert slider_state(at, "steps") == (120, 1, 150)
     assert slider_state(at, "guidance") == (25.0, 0.0, 30.0)
     assert slider_state(at, "feather") == (200, 0, 256)
+    assert at.radio(key="edge").value == "hard"
 
     at.switch_page("views/history.py")
     at = at.run()

@@ -10,7 +10,7 @@ from PIL import Image
 
 from tests.ui.fake_service import seed_color
 from tests.ui.photos import png_bytes
-from ui.client import Photo, ServiceClient, ServiceError
+from ui.client import Photo, ServiceClient, ServiceError, encode_image
 
 
 @pytest.fixture()
@@ -28,6 +28,19 @@ def test_segment_sends_points_and_decodes_the_mask(fake_service, photo):
     again = client.segment(photo, [{"x": 300, "y": 200, "label": 1}, {"x": 300, "y": 200, "label": 0}])
     assert again.cached is True and again.image_id == first.image_id
     assert fake_service.calls("/segment")[1]["points"][1] == {"x": 300, "y": 200, "label": 0}
+
+
+def test_cutout_sends_the_mask_and_decodes_the_rgba_png(fake_service, photo):
+    client = ServiceClient(fake_service.url)
+    mask_png = client.segment(photo, [{"x": 300, "y": 200, "label": 1}]).mask_png
+    cutout = client.cutout(photo, mask_png)
+    picture = Image.open(io.BytesIO(cutout.png))
+    assert (picture.mode, picture.size) == ("RGBA", (600, 400)) and len(cutout.image_id) == 32
+    assert fake_service.calls("/matte")[-1] == {"image_id": photo.image_id, "mask": encode_image(mask_png)}
+    fake_service.fail["matte"] = (404, "no such endpoint: POST /matte")
+    with pytest.raises(ServiceError, match="no such endpoint") as failure:
+        client.cutout(photo, mask_png)
+    assert failure.value.status == 404
 
 
 def test_mood_and_prompt(fake_service, photo):

@@ -28,8 +28,11 @@ def service_table() -> dict[str, EditOption]:
 
 def test_every_row_of_the_services_table_is_read_in_order(service_table):
     assert list(service_table) == [
-        "seed", "steps", "guidance", "variants", "feather", "strength", "shrink_steps", "preview", "negative_prompt"
+        "seed", "steps", "guidance", "variants", "edge", "feather", "strength", "shrink_steps", "preview",
+        "negative_prompt",
     ]  # fmt: skip
+    edge = service_table["edge"]
+    assert (edge.type, edge.choices, edge.initial) == ("string", ("matte", "hard"), "matte")
     steps = service_table["steps"]
     assert (steps.type, steps.default, steps.low, steps.high, steps.step, steps.slides) == (
         "integer",
@@ -101,8 +104,8 @@ def test_the_request_has_every_option_clamped_with_the_sessions_values(service_t
     options = list(service_table.values())
     values = {"seed": 42, "steps": 500, "guidance": 7.5, "variants": 2, "negative_prompt": "text"}
     fields = request_fields(options, values, random_seed=False)
-    assert fields == {"seed": 42, "steps": 150, "guidance": 7.5, "variants": 2, "feather": 8, "strength": 1.0,
-                      "shrink_steps": 0, "preview": True, "negative_prompt": "text"}  # fmt: skip
+    assert fields == {"seed": 42, "steps": 150, "guidance": 7.5, "variants": 2, "edge": "matte", "feather": 8,
+                      "strength": 1.0, "shrink_steps": 0, "preview": True, "negative_prompt": "text"}  # fmt: skip
 
 
 def test_a_random_seed_is_drawn_for_each_request_within_the_seeds_bounds(service_table):

@@ -28,6 +28,7 @@ DEFAULT_STEPS = GATEWAY_DEFAULT_STEPS  # the real service's MOODSHIFT_DEFAULT_ST
 CLICK = {"x": 300, "y": 200, "label": 1}
 NOT_AN_IMAGE = base64.b64encode(b"these are my notes, not a photo").decode()
 TOO_MANY_PIXELS = base64.b64encode(png_claiming(10_000, 10_000)).decode()  # 100 MP claimed; the limit is 40 MP
+SMALL_MASK = base64.b64encode(png_bytes(Image.new("L", (60, 40), 255))).decode()
 Answer = tuple[int, Any]  # (HTTP status, JSON body)
 
 
@@ -57,6 +58,7 @@ def _session(client: httpx.Client, photo: str) -> dict[str, Answer]:
     answers["segment"] = _call(client, "/segment", {"image": photo, "points": [CLICK]})
     segment = answers["segment"][1]
     answers["segment by image_id"] = _call(client, "/segment", {"image_id": segment["image_id"], "points": [CLICK]})
+    answers["matte"] = _call(client, "/matte", {"image": photo, "mask": segment["mask"]})
     answers["mood"] = _call(client, "/mood", {"image": photo})
     answers["prompt"] = _call(client, "/prompt", {"keywords": ["calm", "warm"], "user_keyword": "forest"})
     # What the studio sends: every option of the table (at its default), the seed drawn.
@@ -82,6 +84,9 @@ def _session(client: httpx.Client, photo: str) -> dict[str, Answer]:
     answers["segment: unknown image_id"] = _call(client, "/segment", {"image_id": "0" * 32, "points": [CLICK]})
     outside = {"image": photo, "points": [{"x": 3000, "y": 200, "label": 1}]}
     answers["segment: point outside the image"] = _call(client, "/segment", outside)
+    answers["matte: no subject"] = _call(client, "/matte", {"image": photo})
+    answers["matte: mask of another size"] = _call(client, "/matte", {"image": photo, "mask": SMALL_MASK})
+    answers["matte: not an image"] = _call(client, "/matte", {"image": NOT_AN_IMAGE, "mask": segment["mask"]})
     return answers
 
 
@@ -106,7 +111,9 @@ def assert_same_shape(real: dict[str, Any], fake: dict[str, Any], where: str) ->
         assert len(kinds) <= 1, f"{where}.{key}: real {_kind(value)} ({value!r:.60}), fake {_kind(fake[key])}"
 
 
-ENDPOINTS = ["info", "segment", "segment by image_id", "mood", "prompt", "edit_submit", "edit_status", "edit_cancel"]
+ENDPOINTS = [
+    "info", "segment", "segment by image_id", "matte", "mood", "prompt", "edit_submit", "edit_status", "edit_cancel"
+]  # fmt: skip
 MISTAKES = [
     ("segment: not an image", 400),
     ("mood: not an image", 400),
@@ -117,6 +124,9 @@ MISTAKES = [
     ("edit_cancel: unknown job", 404),
     ("segment: unknown image_id", 409),
     ("segment: point outside the image", 400),
+    ("matte: no subject", 400),
+    ("matte: mask of another size", 400),
+    ("matte: not an image", 400),
 ]
 
 
@@ -153,6 +163,11 @@ def test_masks_and_results_are_pngs_of_the_photos_size(answers):
         mask = _png(answers[side]["segment"][1]["mask"])
         assert (mask.size, mask.mode) == ((600, 400), "L"), side
         assert set(np.unique(np.asarray(mask))) <= {0, 255}, side
+        cutout = _png(answers[side]["matte"][1]["cutout"])
+        assert (cutout.size, cutout.mode) == ((600, 400), "RGBA"), side
+        levels = np.unique(np.asarray(cutout)[..., 3])
+        assert levels[0] == 0 and levels[-1] == 255 and len(levels) > 2, side  # a soft edge
+        assert answers[side]["matte"][1]["image_id"] == answers[side]["segment"][1]["image_id"], side
         status = answers[side]["edit_status"][1]
         assert (status["state"], status["stage"], status["step"]) == ("done", "done", status["total"]), side
         assert answers[side]["edit_submit"][1]["total_steps"] == DEFAULT_STEPS, side

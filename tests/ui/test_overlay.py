@@ -1,4 +1,4 @@
-"""Mask overlay, outline, before/after wipe and thumbnails (PIL/numpy)."""
+"""Mask overlay, outline, the cut-out's soft edge, before/after wipe and thumbnails (PIL/numpy)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from PIL import Image
 from ui.overlay import (
     MASK_TINT,
     OUTLINE_COLOR,
+    SOFT_EDGE_COLOR,
     compare_split,
     fit_within,
     mask_array,
     mask_outline,
     overlay_mask,
+    overlay_soft_edge,
     thumbnail,
 )
 
@@ -51,6 +53,18 @@ def test_overlay_tints_the_subject_outlines_it_and_leaves_the_background():
     expected = tuple(round(0.5 * 100 + 0.5 * c) for c in MASK_TINT)
     assert tuple(out[10, 10]) == expected
     assert tuple(out[5, 10]) == OUTLINE_COLOR
+
+
+def test_the_soft_edge_is_amber_even_when_shrunk_and_the_subject_tinted_by_its_alpha():
+    photo = Image.new("RGB", (40, 40), (100, 100, 100))
+    rgba = np.zeros((160, 160, 4), np.uint8)
+    rgba[40:120, 40:120, 3] = 255
+    rgba[40:120, 118:120, 3] = 128  # a 2-pixel soft edge: half a pixel once shrunk to 40×40
+    out = np.asarray(overlay_soft_edge(photo, Image.fromarray(rgba), alpha=0.5))
+    assert tuple(out[0, 0]) == (100, 100, 100)
+    assert tuple(out[20, 20]) == tuple(round(0.5 * 100 + 0.5 * c) for c in MASK_TINT)
+    assert (np.abs(out[10:30, 29].astype(int) - SOFT_EDGE_COLOR) < 60).all()  # the edge column, amber
+    assert not (np.abs(out[10:30, 20].astype(int) - SOFT_EDGE_COLOR) < 60).all(axis=1).any()
 
 
 def test_overlay_of_an_empty_mask_is_the_photo():

@@ -29,6 +29,8 @@ def set_source(source: SourceImage | None) -> None:
     state.mask_overlay = None
     state.segment_attempt = []
     state.segment_error = None
+    state.cutout = None
+    state.cutout_error = None
     state.mood = None
     state.mood_for = None
     state.mood_error = None

@@ -1,8 +1,10 @@
-"""Point prompts on the canvas and the live subject mask from /segment, drawn over the photo."""
+"""Point prompts on the canvas, the live subject mask from /segment drawn over the photo, and the subject's cut-out
+from /matte (a PNG with transparency; its soft edge is drawn over the photo too)."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import streamlit as st
 from PIL import Image
@@ -23,7 +25,7 @@ from ui.canvas import (
 )
 from ui.client import ServiceError, get_client
 from ui.feedback import show_service_error
-from ui.overlay import mask_array, overlay_mask
+from ui.overlay import mask_array, overlay_mask, overlay_soft_edge
 from ui.upload import SourceImage
 
 # Fits the wide layout's left column on a 1400 px window; a wider canvas would scroll sideways.
@@ -66,6 +68,7 @@ def _display_image(source: SourceImage, geometry: CanvasGeometry) -> Image.Image
 def _segment(source: SourceImage, points: list[Point], display: Image.Image) -> None:
     """Ask /segment for the points' mask and prepare the overlay; errors keep the points and say why."""
     state = st.session_state
+    state.update(cutout=None, cutout_error=None)  # a cut-out is of the mask it was made from
     if not any(point.label == POSITIVE for point in points):  # no subject point yet: nothing to segment
         state.update(segmentation=None, mask_overlay=None, segment_error=None, segment_attempt=points)
         return
@@ -84,6 +87,22 @@ def _segment(source: SourceImage, points: list[Point], display: Image.Image) -> 
                 mask_coverage=float(mask_array(mask, display.size).mean()),
                 segment_error=None,
                 segment_attempt=points,
+            )
+
+
+def _cut_out(source: SourceImage, display: Image.Image) -> None:
+    """Ask /matte for the cut-out of the current mask and draw its soft edge; an error says why."""
+    state = st.session_state
+    with st.spinner("Cutting out the subject…"):
+        try:
+            cutout = get_client(state.service_url).cutout(source.photo, state.segmentation.mask_png)
+        except ServiceError as exc:
+            state.update(cutout=None, cutout_error=exc)
+        else:
+            state.update(
+                cutout=cutout,
+                cutout_error=None,
+                mask_overlay=overlay_soft_edge(display, Image.open(io.BytesIO(cutout.png))),
             )
 
 
@@ -127,6 +146,7 @@ def render(source: SourceImage) -> None:
     with st.container(horizontal=True, vertical_alignment="center"):
         st.button("Undo", key="undo", icon=":material/undo:", on_click=_undo, disabled=not points)
         st.button("Clear", key="clear", icon=":material/delete_sweep:", on_click=_clear, disabled=not points)
+        cutout_slot = st.empty()
         status = st.empty()
 
     if points != state.segment_attempt:
@@ -138,6 +158,34 @@ def render(source: SourceImage) -> None:
     if state.segment_error is not None:
         show_service_error("Finding the subject", state.segment_error)
         st.button("Try again", key="retry_segment", on_click=_retry, icon=":material/refresh:")
+    if state.segmentation is not None:
+        with cutout_slot.container():
+            _cutout_controls(source, display)
+    if state.cutout_error is not None:
+        show_service_error("Cutting out the subject", state.cutout_error)
+
+
+def _cutout_controls(source: SourceImage, display: Image.Image) -> None:
+    """The "Cut out" button while the current mask has no cut-out; then the cut-out's download."""
+    state = st.session_state
+    if state.cutout is None:
+        if st.button(
+            "Cut out",
+            key="make_cutout",
+            icon=":material/content_cut:",
+            help="The subject as a PNG with transparency: a soft edge with the subject's own colours (shown in amber).",
+        ):
+            _cut_out(source, display)
+            st.rerun()  # draw the canvas again with the soft edge on it
+        return
+    st.download_button(
+        "Download cut-out (PNG with transparency)",
+        data=state.cutout.png,
+        file_name=f"{Path(source.name).stem}-cutout.png",
+        mime="image/png",
+        icon=":material/download:",
+        key="download_cutout",
+    )
 
 
 def _status_line(points: list[Point]) -> None:
