@@ -251,11 +251,19 @@ class DiffusionBackend:
         return event is not None
 
     def info(self) -> dict[str, Any]:
+        """Profile, model, device and memory mode, and `fast`: the few-step model of `mode=fast` (what it is, its
+        scheduler, steps and guidance), or why there is none (`available` false, `reason`: what to put where)."""
         import torch
 
-        entry = _profile_entry(self.runner.profile, self.runner.model_name)
+        from serving.models.fast_models import unavailable
+
+        runner = self.runner
+        entry = _profile_entry(runner.profile, runner.model_name)
+        fast = runner.fast.describe() if runner.fast is not None else unavailable(runner.fast_problem or "")
         return {
             **entry,
+            "fast": fast,
+            "weights_mode": runner.weights_mode,  # the mode the UNet's weights are in now
             "device": str(self.runner.device),
             "dtype": str(self.runner.dtype).split(".")[-1],
             "vae_dtype": str(self.runner.vae_dtype).split(".")[-1],
@@ -267,4 +275,5 @@ class DiffusionBackend:
         }
 
     def stats(self) -> dict[str, Any]:
-        return {"batch_sizes": list(self.batch_sizes[-100:]), "runs": len(self.batch_sizes)}
+        switches = self.runner.fast.switches if self.runner.fast is not None else 0
+        return {"batch_sizes": list(self.batch_sizes[-100:]), "runs": len(self.batch_sizes), "mode_switches": switches}

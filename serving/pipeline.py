@@ -21,7 +21,7 @@ import numpy as np
 from serving.backends import DiffusionJob, DiffusionOutcome
 from serving.core.blending import compose
 from serving.core.clicks import Clicks, validate_clicks
-from serving.core.edit_options import EditOptions, check_edit_options
+from serving.core.edit_options import EditOptions, ModeRules, check_edit_options, fast_mode_rules
 from serving.core.errors import CancelledError, InputError, NotCachedError
 from serving.core.images import image_id_of
 from serving.core.masks import check_subject_mask, is_soft
@@ -112,7 +112,8 @@ class Segmentation:
 @dataclass
 class EditOutcome:
     """A finished edit: `images` (HxWx3 uint8 each, the input's size), the seed of each, the prompt used and its
-    source (`user`, `llm`, `template`) and CLIP token count, the photo's image id, and seconds per phase."""
+    source (`user`, `llm`, `template`) and CLIP token count, the photo's image id, seconds per phase, and the mode,
+    steps and guidance it ran with (the defaults filled in: a fast edit's come from its few-step model)."""
 
     images: list[np.ndarray]
     seeds: list[int]
@@ -121,6 +122,9 @@ class EditOutcome:
     tokens: int
     image_id: str
     timings: dict[str, float]
+    mode: str
+    steps: int
+    guidance: float
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,7 @@ class Pipeline:
         self.prompt_stage = prompt_stage
         self.settings = settings
         self.background = background
-        self._working_pixels: int | None = None  # the diffusion stage's, asked once
+        self._diffusion_info: dict[str, Any] | None = None  # the diffusion stage's, asked once
 
     @classmethod
     def in_process(cls, settings: Settings | None = None) -> Pipeline:
@@ -239,10 +243,11 @@ class Pipeline:
     ) -> PreparedEdit:
         """Check an edit request completely, before any model runs, and fix its seeds.
 
-        `options`: edit options by name (absent or None = the settings' default); `image_id`: the image's, when
-        already known. Raises `InputError` (or a subclass) naming the first bad value.
+        `options`: edit options by name (absent or None = the settings' default; in mode fast, steps and guidance
+        default to the few-step model's); `image_id`: the image's, when already known. Raises `InputError` (or a
+        subclass) naming the first bad value; mode fast without few-step weights names the file to add.
         """
-        checked_options = check_edit_options(options or {}, self.settings.edit_defaults())
+        checked_options = check_edit_options(options or {}, self.settings.edit_defaults(), self._mode_rules)
         subject_mask, subject_prior, clicks = self.check_subject(image, subject_mask, points, box)
         if prompt is not None:
             prompt = clean_user_prompt(prompt)
@@ -331,6 +336,9 @@ class Pipeline:
             tokens=tokens if tokens is not None else self.prompt_stage.count_tokens(prompt),
             image_id=edit.image_id,
             timings={key: round(value, 4) for key, value in timings.items()},
+            mode=edit.options.mode,
+            steps=edit.options.steps,
+            guidance=edit.options.guidance,
         )
 
     @staticmethod
@@ -364,10 +372,21 @@ class Pipeline:
         return Cutout(matte.cutout(), image_id)
 
     def _working_size(self, width: int, height: int) -> tuple[int, int]:
-        """The size the diffusion stage works at for a photo of this size (its working pixels asked once)."""
-        if self._working_pixels is None:
-            self._working_pixels = int(self.diffusion.info()["working_pixels"])
-        return working_size(width, height, self._working_pixels)
+        """The size the diffusion stage works at for a photo of this size."""
+        return working_size(width, height, int(self.diffusion_info()["working_pixels"]))
+
+    def diffusion_info(self) -> dict[str, Any]:
+        """The diffusion stage's `info()` (working size, few-step model), asked once: it is fixed when it loads."""
+        if self._diffusion_info is None:
+            self._diffusion_info = self.diffusion.info()
+        return self._diffusion_info
+
+    def _mode_rules(self, mode: str) -> ModeRules:
+        """What the edit's mode changes: nothing for quality; for fast, the few-step model's steps and guidance as
+        defaults (asked of the diffusion stage, which knows what it has), or `InputError` naming the file to add."""
+        if mode != "fast":
+            return ModeRules()
+        return fast_mode_rules(self.diffusion_info().get("fast"))
 
     @staticmethod
     def _enter(stage: str, on_stage: StageCallback | None, cancelled: CancelCheck | None) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import serving
 from serving.core.edit_options import info_table
+from serving.models.fast_models import unavailable
 from serving.settings import Settings
 
 DEMO_NOTICE = (
@@ -31,10 +32,14 @@ def versions() -> dict[str, str]:
 def describe(
     segment: dict[str, Any], diffusion: dict[str, Any], prompt_stages: dict[str, Any], settings: Settings
 ) -> dict[str, Any]:
-    """The /info document from the stages' own `info()` answers and the gateway's settings."""
+    """The /info document from the stages' own `info()` answers and the gateway's settings. `fast`: the diffusion
+    stage's few-step model for `mode=fast`, or why there is none (a client disables its fast switch with it)."""
     demo = [name for name, entry in (("segment", segment), ("diffusion", diffusion)) if entry.get("demo")]
+    diffusion = dict(diffusion)
+    fast = diffusion.pop("fast", None) or unavailable("the diffusion stage does not say it has a few-step model")
     return {
         "stages": {"segment": segment, "diffusion": diffusion, **prompt_stages},
+        "fast": fast,
         "device": diffusion.get("device", "unknown"),
         "dtype": diffusion.get("dtype", "unknown"),
         "versions": versions(),

@@ -79,6 +79,16 @@ class Settings(BaseSettings):
         description="fp16-safe SDXL VAE folder used instead of the model's own "
         "(default: checkpoints/sdxl-vae-fp16-fix when present).",
     )
+    fast_model: Path | None = Field(
+        None,
+        description="Few-step weights for mode=fast: a LoRA or UNet .safetensors file, or a LoRA folder "
+        "(default: checkpoints/sdxl_lightning_4step_lora.safetensors).",
+    )
+    fast_family: Literal["lightning", "hyper-sd", "lcm"] | None = Field(
+        None,
+        description="Which few-step model MOODSHIFT_FAST_MODEL is, when its file name does not say it (its scheduler, "
+        "steps and guidance follow that family's model card).",
+    )
     preview_decoder: Path | None = Field(
         None,
         description="TAESD-XL folder for live previews (default: checkpoints/taesdxl when present; else a fixed map).",

@@ -17,10 +17,7 @@ from serving.models.memory import (
     reserved_for_sam,
     vae_dtype_for,
 )
-from serving.models.sdxl_builders import (
-    SDXL_SCHEDULER_CONFIG,
-    build_tiny_sdxl,
-)
+from serving.models.sdxl_builders import build_tiny_sdxl, sdxl_scheduler
 from serving.settings import Settings
 from tests.sdxl_on_meta import sdxl_base_on_meta
 
@@ -30,12 +27,10 @@ SAM_VIT_H_FP16 = 641_090_608 * 2 + GB  # weights in float16 and one encoder pass
 @pytest.fixture(scope="module")
 def sdxl_bytes() -> dict[str, int]:
     """SDXL base's model sizes in float16 (VAE in float32, as SDXL's asks), from its real architecture on `meta`."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from diffusers import StableDiffusionXLPipeline
 
     models = sdxl_base_on_meta()
-    pipe = StableDiffusionXLPipeline(
-        **models, tokenizer=None, tokenizer_2=None, scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER_CONFIG)
-    )
+    pipe = StableDiffusionXLPipeline(**models, tokenizer=None, tokenizer_2=None, scheduler=sdxl_scheduler())
     return pipeline_model_bytes(pipe, torch.float16)
 
 

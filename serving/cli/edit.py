@@ -134,7 +134,7 @@ def _edit_in_process(
             options=request,
             **texts,
         )
-    except InputError as exc:
+    except (InputError, WeightsError, RuntimeError) as exc:  # mode fast asks the diffusion stage: it loads then
         fail(str(exc))
     try:
         diffusion = pipeline.diffusion.info()  # loads the models now, before the progress bar
@@ -177,4 +177,6 @@ def _edit_in_process(
         typer.echo(f"wrote {path} ({width}×{height}, seed {seed})")
     note = " — random weights, the background is noise" if diffusion.get("demo") else ""
     source = "" if outcome.prompt_source == "user" else f"; prompt ({outcome.prompt_source}): {outcome.prompt}"
-    typer.echo(f"{outcome.timings['total_s']:.1f} s, {diffusion['model']}{note}{source}")
+    mode = f"{outcome.mode} mode" + (f" ({diffusion['fast']['model']})" if outcome.mode == "fast" else "")
+    ran = f"{mode}, {outcome.steps} steps, guidance {outcome.guidance:g}"
+    typer.echo(f"{outcome.timings['total_s']:.1f} s, {diffusion['model']}{note}, {ran}{source}")

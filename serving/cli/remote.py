@@ -84,6 +84,8 @@ def edit_on_server(
     for path, data, seed in zip(paths, result["images"], result["seeds"], strict=True):
         _write_image(path, base64.b64decode(data))
         typer.echo(f"wrote {path} (seed {seed}) via {url}")
+    if "mode" in result:
+        typer.echo(f"{result['mode']} mode, {result['steps']} steps, guidance {result['guidance']:g}")
 
 
 def _write_image(path: Path, png: bytes) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import numbers
 import random
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from serving.core.errors import InputError
@@ -21,6 +21,9 @@ MAX_VARIANTS = 8
 MAX_SEED = 2**63 - 1 - MAX_VARIANTS
 MAX_TEXT_CHARS = 2000  # CLIP reads 77 tokens anyway; this only bounds what is stored and echoed back
 RANDOM_SEED_BOUND = 2**31  # a seed drawn for the caller stays short enough to read and type again
+
+
+MODES = ("quality", "fast")
 
 
 class EditOptionError(InputError):
@@ -116,6 +119,14 @@ EDIT_OPTIONS: dict[str, EditOption] = {
             0,
             MAX_SEED,
         ),
+        EditOption(
+            "mode",
+            str,
+            "quality",
+            "quality = the model's own scheduler and step count; fast = a few-step model (SDXL-Lightning, Hyper-SD, "
+            "LCM-LoRA) with its own scheduler, 4-8 steps and little or no guidance: several times faster.",
+            choices=MODES,
+        ),
         EditOption("steps", int, 30, "Denoising steps: more is slower and finer.", 1, 150, from_settings=True),
         EditOption(
             "guidance",
@@ -180,6 +191,7 @@ class EditOptions:
     """Every option of one edit, checked and filled in (the seed too): build it with `check_edit_options`."""
 
     seed: int
+    mode: str
     steps: int
     guidance: float
     variants: int
@@ -197,32 +209,73 @@ class EditOptions:
 
     @property
     def denoising_steps(self) -> int:
-        """Steps an edit makes: strength < 1 skips the first ones, as diffusers does (first-order schedulers)."""
+        """Steps an edit makes: strength < 1 skips the first ones, as diffusers' SDXL inpaint pipeline does.
+
+        The one rule for every scheduler Moodshift runs: all are first-order (`order` 1: SDXL's Euler, Euler and DDIM
+        with trailing spacing, LCM, TCD), so each step is one UNet pass and one timestep. LCM and TCD pick their
+        timesteps for the full `steps` and the first ones are cut, exactly as for Euler (the inpaint pipeline does not
+        pass `strength` to their `set_timesteps`); `tests/test_fast_mode.py` counts each scheduler's timesteps."""
         return min(int(self.steps * self.strength), self.steps)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def check_edit_options(values: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> EditOptions:
+@dataclass(frozen=True)
+class ModeRules:
+    """What an edit's mode changes where it enters: `defaults` for the options the caller left out (a few-step
+    model's steps and guidance) and the most steps its scheduler can make (`max_steps`; `model` names it)."""
+
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    max_steps: int | None = None
+    model: str = ""
+
+
+def fast_mode_rules(fast: Mapping[str, Any] | None) -> ModeRules:
+    """The rules of mode=fast from the diffusion stage's description of its few-step model (`GET /info`'s `fast`):
+    its steps and guidance as defaults. `EditOptionError` with the stage's reason (which file to put where) when it
+    has none."""
+    if not fast or not fast.get("available"):
+        reason = (fast or {}).get("reason") or "the diffusion stage has no few-step model"
+        raise EditOptionError(f"mode fast is not available: {reason}")
+    defaults = {"steps": fast["steps"], "guidance": fast["guidance"]}
+    return ModeRules(defaults, fast.get("max_steps"), str(fast.get("family") or "the few-step model"))
+
+
+def check_edit_options(
+    values: Mapping[str, Any],
+    defaults: Mapping[str, Any] | None = None,
+    mode_rules: Callable[[str], ModeRules] | None = None,
+) -> EditOptions:
     """Check the options a caller gave (None or absent = the default) and fill in the rest.
 
-    `defaults` replace the table's defaults (the settings' `MOODSHIFT_DEFAULT_*`). A missing seed is drawn here, so
-    the edit (and whoever records it) knows it. Raises `EditOptionError` naming the first bad option.
+    `defaults` replace the table's defaults (the settings' `MOODSHIFT_DEFAULT_*`); `mode_rules(mode)` says what the
+    edit's mode changes (asked once the values given are known to be good, so a typo costs no question to the
+    diffusion stage; it may raise `InputError` when the mode cannot run). A missing seed is drawn here, so the edit
+    (and whoever records it) knows it. Raises `EditOptionError` naming the first bad option.
     """
     unknown = sorted(set(values) - set(EDIT_OPTIONS))
     if unknown:
         raise EditOptionError(f"unknown edit option {unknown[0]!r}; the options are {', '.join(EDIT_OPTIONS)}")
+    given = {name: EDIT_OPTIONS[name].check(value) for name, value in values.items() if value is not None}
     defaults = defaults or {}
+    mode = given.get("mode", defaults.get("mode", EDIT_OPTIONS["mode"].default))
+    rules = mode_rules(mode) if mode_rules is not None else ModeRules()
+    defaults = {**defaults, **rules.defaults}
     checked: dict[str, Any] = {}
     for name, option in EDIT_OPTIONS.items():
-        value = values.get(name)
+        value = given.get(name)
         if value is None:
             value = defaults.get(name, option.default)
         if value is None:  # the seed: drawn for this edit
             value = random.SystemRandom().randrange(RANDOM_SEED_BOUND)
         checked[name] = option.check(value)
     options = EditOptions(**checked)
+    if rules.max_steps is not None and options.steps > rules.max_steps:
+        raise EditOptionError(
+            f"steps {options.steps} must be an integer from 1 to {rules.max_steps} in mode {mode} "
+            f"({rules.model}'s scheduler makes at most {rules.max_steps})"
+        )
     if options.shrink_steps > options.steps:
         raise EditOptionError(
             f"shrink_steps {options.shrink_steps} must be an integer from 0 to steps ({options.steps})"

@@ -5,7 +5,8 @@ inpaint pipeline): with shrinking and compositing off it reproduces `StableDiffu
 4-channel UNet step for step. On top of that: a working size of about `working_pixels` with the input's aspect
 ratio, an edit mask that keeps only latent cells that are fully subject, progressive mask shrinking, a feathered
 composite of the original full-resolution pixels, batches of compatible requests in one UNet batch, progress
-callbacks and cancellation.
+callbacks and cancellation, and two modes: `quality` (the model's own scheduler) and `fast` (a few-step model:
+`serving.models.fast_models`), whose weights are switched between UNet batches, never during one.
 
 Reading order of `_run_group` follows diffusers: prompts, timesteps, source latents and noise, masks, time ids,
 denoising loop with blending, decode, composite.
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from serving.core.blending import compose, step_edit_masks
-from serving.core.errors import CancelledError
+from serving.core.errors import CancelledError, InputError
 from serving.core.images import to_rgb_array
 from serving.core.sizing import resize_image, working_size
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from serving.core.edit_options import EditOptions
+    from serving.models.fast_models import FastWeights
     from serving.models.memory import OffloadMode
     from serving.models.profiles import ResolvedProfile
     from serving.settings import Settings
@@ -88,7 +90,8 @@ class BlendedSDXLRunner:
     and `dtype`. In float16 a VAE with `force_upcast` (SDXL's) is kept in float32, so decodes never overflow to
     NaN/black; an fp16-safe VAE (`force_upcast: false`, e.g. sdxl-vae-fp16-fix) runs in float16. working_pixels:
     diffusion area (default: the UNet's native size squared, 1024² for SDXL). offload: `none` (all on `device`),
-    `model` or `sequential` (diffusers' CPU offload onto `device`; see `serving.models.memory`).
+    `model` or `sequential` (diffusers' CPU offload onto `device`; see `serving.models.memory`). fast: the few-step
+    model attached to `pipe` for `mode=fast` (None: fast edits are refused; `fast_problem` says why).
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class BlendedSDXLRunner:
         *,
         working_pixels: int | None = None,
         offload: OffloadMode = "none",
+        fast: FastWeights | None = None,
     ) -> None:
         import torch
 
@@ -130,6 +134,8 @@ class BlendedSDXLRunner:
         self.profile: ResolvedProfile | None = None
         self.model_name = type(pipe.unet).__name__
         self.offload_reason = f"offload={offload}, set by the caller"
+        self.fast = fast
+        self.fast_problem: str | None = None if fast else "no few-step model was given to the runner"
         self._lock = threading.Lock()
 
     @classmethod
@@ -137,7 +143,10 @@ class BlendedSDXLRunner:
         """Build the settings' SDXL profile on the settings' device and dtype, in the memory mode `plan_offload` picks
         (MOODSHIFT_OFFLOAD); `profile`, `model_name`, `offload` and `offload_reason` say what runs and why.
 
-        Working size: `settings.working_pixels`, else the UNet's native area (1024² for SDXL, 512² for tiny)."""
+        Working size: `settings.working_pixels`, else the UNet's native area (1024² for SDXL, 512² for tiny). Fast
+        mode: the few-step file of MOODSHIFT_FAST_MODEL (real), a stand-in (tiny, random-full), or none and why
+        (`fast_problem`)."""
+        from serving.models.fast_models import fast_gpu_bytes, find_fast_model, load_fast_weights
         from serving.models.memory import pipeline_model_bytes, plan_offload
         from serving.models.profiles import resolve_device, resolve_dtype
         from serving.models.sdxl_builders import build_sdxl
@@ -147,10 +156,32 @@ class BlendedSDXLRunner:
         device = resolve_device(settings)
         dtype = resolve_dtype(settings, device)
         pipe, profile, model_name = build_sdxl(settings, dtype)
-        plan = plan_offload(settings, device, dtype, pipeline_model_bytes(pipe, dtype), settings.working_pixels)
+        model_bytes = pipeline_model_bytes(pipe, dtype)
+        if profile.profile == "real":
+            model_bytes["fast"] = fast_gpu_bytes(find_fast_model(settings), dtype)
+        plan = plan_offload(settings, device, dtype, model_bytes, settings.working_pixels)
         runner = cls(pipe, device, dtype, working_pixels=settings.working_pixels, offload=plan.offload)
         runner.profile, runner.model_name, runner.offload_reason = profile, model_name, plan.reason
+        runner.fast, runner.fast_problem = load_fast_weights(settings, pipe, profile.profile, plan.offload)
         return runner
+
+    @property
+    def weights_mode(self) -> str:
+        """The mode the UNet's weights are in now (`quality` until a fast edit ran)."""
+        return self.fast.mode if self.fast is not None else "quality"
+
+    def use_mode(self, mode: str) -> None:
+        """Put the weights in `mode`'s state, between runs (what `run_batch` does before each UNet batch).
+        `InputError` for fast mode without a few-step model."""
+        with self._lock:
+            self._use_mode(mode)
+
+    def _use_mode(self, mode: str) -> None:
+        if self.fast is None:
+            if mode == "fast":  # the entrance refuses this first; a caller that skipped it learns why here
+                raise InputError(f"mode fast is not available: {self.fast_problem}")
+            return
+        self.fast.use(mode)
 
     def working_size_for(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) the diffusion runs at for an input of this size."""
@@ -168,8 +199,9 @@ class BlendedSDXLRunner:
     ) -> list[DiffusionResult | Exception]:
         """Edits in as few UNet batches as possible; results in the order of `requests`.
 
-        Requests with the same working size, steps, strength and guidance share one UNet batch, each with its own
-        prompt, mask and seeds; results equal single runs (up to float rounding of batched matmuls). With
+        Requests with the same working size, mode, steps, strength and guidance share one UNet batch, each with its
+        own prompt, mask and seeds; results equal single runs (up to float rounding of batched matmuls). Batches in
+        the mode the weights are in run first, so a mixed batch switches the weights at most once each way. With
         `return_exceptions`, a cancelled request yields its `CancelledError` in its place instead of raising.
         """
         import torch
@@ -179,10 +211,14 @@ class BlendedSDXLRunner:
         for index, request in enumerate(requests):
             options = request.options
             size = self.working_size_for(*(request.original_size or request.image.shape[1::-1]))
-            groups.setdefault((size, options.steps, options.strength, options.guidance), []).append((index, request))
-        with self._lock, torch.inference_mode():
-            for (size, *_), members in groups.items():
-                group_results = self._run_group([request for _, request in members], size)
+            key = (size, options.mode, options.steps, options.strength, options.guidance)
+            groups.setdefault(key, []).append((index, request))
+        with self._lock:
+            current = self.weights_mode
+            for (size, mode, *_), members in sorted(groups.items(), key=lambda group: group[0][1] != current):
+                self._use_mode(mode)  # outside inference mode: switched weights stay ordinary tensors
+                with torch.inference_mode():
+                    group_results = self._run_group([request for _, request in members], size)
                 for (index, _), result in zip(members, group_results, strict=True):
                     if isinstance(result, Exception) and not return_exceptions:
                         raise result
@@ -191,10 +227,17 @@ class BlendedSDXLRunner:
 
     # --- one UNet batch ---------------------------------------------------------------------------------------
 
-    def _timesteps(self, steps: int, strength: float) -> tuple[Any, torch.Tensor]:
-        """A private scheduler (runs must not share step state) and its timesteps cut by strength, as diffusers
-        does: the first `steps - int(steps * strength)` steps are skipped and `begin_index` marks the start."""
-        scheduler = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
+    def new_scheduler(self, mode: str) -> Any:
+        """A private scheduler for `mode` (runs must not share step state): the model's own for quality, the
+        few-step model's (its class and card settings over the model's config) for fast."""
+        if mode == "fast" and self.fast is not None:
+            return self.fast.scheduler(self.pipe.scheduler.config)
+        return type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
+
+    def _timesteps(self, steps: int, strength: float, mode: str = "quality") -> tuple[Any, torch.Tensor]:
+        """A private scheduler and its timesteps cut by strength, as diffusers does: the first
+        `steps - int(steps * strength)` steps are skipped and `begin_index` marks the start."""
+        scheduler = self.new_scheduler(mode)
         scheduler.set_timesteps(steps, device=self.device)
         t_start = max(steps - min(int(steps * strength), steps), 0)
         if hasattr(scheduler, "set_begin_index"):
@@ -208,7 +251,8 @@ class BlendedSDXLRunner:
         pipe, unet, device, dtype = self.pipe, self.pipe.unet, self.device, self.dtype
         width, height = size
         latent_w, latent_h = width // pipe.vae_scale_factor, height // pipe.vae_scale_factor
-        steps, guidance, strength = edits[0].options.steps, edits[0].options.guidance, edits[0].options.strength
+        options = edits[0].options  # the group's shared options
+        steps, guidance, strength, mode = options.steps, options.guidance, options.strength, options.mode
         do_cfg = guidance > 1 and unet.config.time_cond_proj_dim is None
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -217,10 +261,12 @@ class BlendedSDXLRunner:
         prompt_embeds, text_embeds = self._encode_prompts(edits, do_cfg)
 
         # 2. Timesteps.
-        scheduler, timesteps = self._timesteps(steps, strength)
+        scheduler, timesteps = self._timesteps(steps, strength, mode)
 
         # 3. Source latents and noise per variant. The VAE encodes each source once; each variant's generator
-        # draws the posterior sample first and the noise second (the inpaint pipeline's order of draws).
+        # draws as the inpaint pipeline's does: the posterior sample, the noise, then a sample of the masked image's
+        # posterior, which a 4-channel UNet never uses but which moves the generator on before a stochastic
+        # scheduler (LCM, TCD) draws its step noise from it.
         generators, sources, noises = [], [], []
         shape = (1, pipe.vae.config.latent_channels, latent_h, latent_w)
         for edit in edits:
@@ -230,6 +276,7 @@ class BlendedSDXLRunner:
                 source = posterior.sample(generator).to(dtype)
                 sources.append(pipe.vae.config.scaling_factor * source)
                 noises.append(randn_tensor(shape, generator=generator, device=device, dtype=dtype))
+                randn_tensor(posterior.mean.shape, generator=generator, dtype=posterior.mean.dtype)
                 generators.append(generator)
         source_latents = torch.cat(sources).contiguous()
         noise = torch.cat(noises)
@@ -245,7 +292,8 @@ class BlendedSDXLRunner:
         # input's own size would ask SDXL for a low-resolution look.)
         time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=dtype, device=device)
         time_ids = time_ids.repeat(len(noise) * (2 if do_cfg else 1), 1)
-        step_kwargs = self._step_kwargs(scheduler, generators)
+        eta = self.fast.family.eta if mode == "fast" and self.fast is not None else 0.0
+        step_kwargs = self._step_kwargs(scheduler, generators, eta)
         timings["prepare_s"] = time.perf_counter() - start
 
         # 6. Denoising loop with the blend after every scheduler step.
@@ -420,12 +468,12 @@ class BlendedSDXLRunner:
         return masks
 
     @staticmethod
-    def _step_kwargs(scheduler: Any, generators: list[torch.Generator]) -> dict[str, Any]:
-        """eta and per-variant generators for schedulers that take them (ancestral, DDIM with eta)."""
+    def _step_kwargs(scheduler: Any, generators: list[torch.Generator], eta: float = 0.0) -> dict[str, Any]:
+        """eta and per-variant generators for schedulers that take them (ancestral, DDIM, LCM, TCD)."""
         parameters = inspect.signature(scheduler.step).parameters
         kwargs: dict[str, Any] = {}
         if "eta" in parameters:
-            kwargs["eta"] = 0.0
+            kwargs["eta"] = eta
         if "generator" in parameters:
             kwargs["generator"] = generators
         return kwargs

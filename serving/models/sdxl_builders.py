@@ -41,7 +41,9 @@ SDXL_PIPELINE_INDEX: dict[str, Any] = {
     "scheduler": ["diffusers", "EulerDiscreteScheduler"],
 }
 
-# SDXL base 1.0's scheduler (EulerDiscreteScheduler) as published in its scheduler_config.json.
+# SDXL base 1.0's scheduler (EulerDiscreteScheduler) as published in its scheduler_config.json, with the keys Euler
+# does not use: the few-step schedulers built from it (DDIM, LCM, TCD) read clip_sample and set_alpha_to_one.
+# Build it with `scheduler_from_config`, which keeps them.
 SDXL_SCHEDULER_CONFIG: dict[str, Any] = {
     "beta_start": 0.00085,
     "beta_end": 0.012,
@@ -52,7 +54,20 @@ SDXL_SCHEDULER_CONFIG: dict[str, Any] = {
     "prediction_type": "epsilon",
     "interpolation_type": "linear",
     "use_karras_sigmas": False,
+    "clip_sample": False,
+    "sample_max_value": 1.0,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "trained_betas": None,
 }
+
+
+def sdxl_scheduler():
+    """SDXL base's EulerDiscreteScheduler from its published config (every key kept in its `config`)."""
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG)
+
 
 # Full-size SDXL base 1.0 configs (from its unet/vae/text_encoder*/config.json), for the random-full profile.
 SDXL_UNET_CONFIG: dict[str, Any] = {
@@ -166,7 +181,7 @@ def build_sdxl_components(
 ) -> dict[str, Any]:
     """Random-weight SDXL components from configs. Each component is seeded on its own, so builds are repeatable."""
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     from serving.models.clip_tokenizer import load_clip_tokenizer
@@ -186,7 +201,7 @@ def build_sdxl_components(
         "text_encoder_2": text_encoder_2.eval(),
         "tokenizer": load_clip_tokenizer(),
         "tokenizer_2": load_clip_tokenizer(pad_token="!"),  # SDXL's second tokenizer pads with "!"
-        "scheduler": EulerDiscreteScheduler(**SDXL_SCHEDULER_CONFIG),
+        "scheduler": sdxl_scheduler(),
     }
 
 

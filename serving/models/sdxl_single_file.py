@@ -198,15 +198,15 @@ def load_single_file_sdxl(
     """The pipeline of an original-format SDXL `.safetensors` file, without the hub (`shapes`: its header).
 
     `vae`: a VAE to use instead of the file's own (an fp16-safe one)."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from diffusers import StableDiffusionXLPipeline
 
     from serving.models.clip_tokenizer import load_clip_tokenizer
-    from serving.models.sdxl_builders import SDXL_SCHEDULER_CONFIG
+    from serving.models.sdxl_builders import sdxl_scheduler
 
     given = {
         "tokenizer": load_clip_tokenizer(),
         "tokenizer_2": load_clip_tokenizer(pad_token="!"),  # SDXL's second tokenizer pads with "!"
-        "scheduler": EulerDiscreteScheduler(**SDXL_SCHEDULER_CONFIG),
+        "scheduler": sdxl_scheduler(),
     }
     if vae is not None:
         given["vae"] = vae
