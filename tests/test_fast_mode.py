@@ -384,3 +384,33 @@ def test_missing_or_unusable_fast_files_are_named_and_quality_still_loads(files,
     subject = np.zeros((64, 64), dtype=bool)
     subject[16:48, 16:48] = True
     assert runner.run(DiffusionRequest(image, subject, PROMPT, check_edit_options({"steps": 1}))).images
+
+
+def test_weights_and_serve_say_which_fast_model_runs_and_a_broken_file_fails_weights(files, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+    from serving.cli.serve import check_weights_or_fail
+    from serving.settings import get_settings
+
+    monkeypatch.setenv("MOODSHIFT_CHECKPOINTS_DIR", str(tmp_path))
+    monkeypatch.setenv("MOODSHIFT_DIFFUSION_PROFILE", "real")
+    monkeypatch.setenv("MOODSHIFT_SDXL_MODEL", str(files["sdxl"]))
+    monkeypatch.setenv("MOODSHIFT_FAST_MODEL", str(files["lcm-lora"].parent))
+    result = CliRunner().invoke(app, ["weights"])
+    assert result.exit_code == 0, result.output
+    fast = result.output[result.output.index("\nfast\n") :]
+    assert f"weights  {files['lcm-lora']}: LCM-LoRA LoRA (https://huggingface.co/latent-consistency/" in fast
+    assert "runs     LCMScheduler, 4 steps, guidance 1" in fast
+    get_settings.cache_clear()
+    assert f"fast mode: LCM-LoRA lora {files['lcm-lora']}" in check_weights_or_fail()
+
+    cut = tmp_path / "sdxl_lightning_4step_lora.safetensors"
+    cut.write_bytes(files["lightning-lora"].read_bytes()[:1000])
+    monkeypatch.delenv("MOODSHIFT_FAST_MODEL")
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["weights"])
+    assert result.exit_code == 1 and f"{cut} is truncated or not a safetensors file" in result.output
+    assert "mode fast is refused with this reason; quality edits as ever" in result.output
+    lines = check_weights_or_fail()  # the service still starts: quality does not need the file
+    assert any(line.startswith(f"fast mode: off ({cut} is truncated") for line in lines)

@@ -34,7 +34,7 @@ def _closed_port_url() -> str:
 
 
 def test_report_says_what_runs_and_why_when_nothing_is_there(tmp_path):
-    segment, diffusion = report_weights(Settings(checkpoints_dir=tmp_path), check_sha256=False)
+    segment, diffusion, fast = report_weights(Settings(checkpoints_dir=tmp_path), check_sha256=False)
     assert segment.stage == "segment" and segment.profile.profile == "tiny" and not segment.broken
     facts = dict(segment.facts)
     assert f"SAM checkpoint not found at {tmp_path / 'sam_vit_h_4b8939.pth'}" in facts["weights"]
@@ -43,6 +43,9 @@ def test_report_says_what_runs_and_why_when_nothing_is_there(tmp_path):
     facts = dict(diffusion.facts)
     assert f"SDXL model not found at {tmp_path / 'sdxl-base'}" in facts["weights"]
     assert "offload none (runs on cpu" in facts["runs"]
+    assert fast.stage == "fast" and fast.problem is None and not fast.broken  # tiny: a stand-in, nothing to fetch
+    assert dict(fast.facts)["weights"].startswith("none needed: the tiny profile builds a random few-step stand-in")
+    assert "EulerDiscreteScheduler (timestep_spacing=trailing), 4 steps, guidance 0" in dict(fast.facts)["runs"]
 
 
 def test_cli_reports_weights(tmp_path, monkeypatch):
@@ -64,6 +67,13 @@ def test_missing_downloads_are_what_the_loaders_need(tmp_path):
         sdxl.destination == tmp_path / "sdxl-base" and "unet/diffusion_pytorch_model.fp16.safetensors" in sdxl.patterns
     )
     assert downloads["SDXL VAE fp16-fix"].destination == tmp_path / "sdxl-vae-fp16-fix"
+    lightning = downloads["SDXL-Lightning 4-step LoRA"]
+    assert lightning.destination == tmp_path / "sdxl_lightning_4step_lora.safetensors"
+    assert (
+        lightning.source == "https://huggingface.co/ByteDance/SDXL-Lightning/resolve/main/" + lightning.destination.name
+    )
+    chosen = Settings(checkpoints_dir=tmp_path, fast_model=tmp_path / "Hyper-SDXL-4steps-lora.safetensors")
+    assert not [d for d in missing_downloads(chosen) if "Lightning" in d.name]  # a file the user named is theirs
     # A repo id goes to the Hugging Face cache, as `from_pretrained` would put it.
     repo = missing_downloads(Settings(checkpoints_dir=tmp_path, sdxl_model="stabilityai/stable-diffusion-xl-base-1.0"))
     assert [d.destination for d in repo if d.name.startswith("SDXL stabilityai")] == [None]

@@ -2,11 +2,14 @@
 
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from serving.cli.app import app, fail
+
+if TYPE_CHECKING:
+    from serving.settings import Settings
 
 
 def check_weights_or_fail() -> list[str]:
@@ -32,7 +35,22 @@ def check_weights_or_fail() -> list[str]:
         if resolved.profile == "real" and weights.problem:
             fail(weights.problem)
         lines.append(f"{stage}: {resolved.profile}" + (f" ({resolved.reason})" if resolved.reason else ""))
+        if stage == "diffusion":
+            lines.append(fast_mode_line(settings, resolved.profile))
     return lines
+
+
+def fast_mode_line(settings: "Settings", profile: str) -> str:
+    """What `mode=fast` will run: the few-step file and its family, a stand-in for random weights, or why it is off
+    (a missing or broken few-step file never stops the service: quality edits do not need it)."""
+    from serving.models.fast_models import find_fast_model
+
+    if profile != "real":
+        return "fast mode: a random few-step stand-in (SDXL-Lightning's settings)"
+    found = find_fast_model(settings)
+    if found.problem:
+        return f"fast mode: off ({found.problem})"
+    return f"fast mode: {found.family.name} {found.kind} {found.path}"
 
 
 def bentoml_serve_command(port: int, host: str, shutdown_timeout_s: int) -> list[str]:

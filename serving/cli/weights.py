@@ -11,14 +11,19 @@ from serving.cli.app import app, fail
 @app.command("weights")
 def weights(
     download: Annotated[
-        bool, typer.Option("--download", help="Fetch what is missing: SAM, SDXL (fp16 variant), the fp16-safe VAE.")
+        bool,
+        typer.Option(
+            "--download",
+            help="Fetch what is missing: SAM, SDXL (fp16 variant), the fp16-safe VAE, the SDXL-Lightning 4-step LoRA.",
+        ),
     ] = False,
     sha256: Annotated[
         bool, typer.Option(help="Check the SAM file's sha256 against the official file (about a second per GB).")
     ] = True,
 ) -> None:
     """Report, offline and in seconds, each stage's weights (complete, intact) and what runs: profile, layout,
-    variant, dtype, device, GPU offload mode, and why. Exit status 1 when selected weights are there but broken."""
+    variant, dtype, device, GPU offload mode, and why; and fast mode's few-step weights. Exit status 1 when selected
+    weights are there but broken."""
     from serving.models.errors import WeightsError
     from serving.models.weights import human_size, missing_downloads, report_weights, run_download
     from serving.settings import get_settings

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from serving.models.errors import WeightsError
+from serving.models.fast_models import DEFAULT_FAST_URL, FAMILIES, find_fast_model
 from serving.models.memory import plan_offload, vae_dtype_for
 from serving.models.profiles import ResolvedProfile, resolve_device, resolve_dtype, resolve_profile
 from serving.models.sam_builders import find_sam
@@ -68,10 +69,12 @@ class Download:
 
 
 def report_weights(settings: Settings, check_sha256: bool = True) -> list[StageReport]:
-    """The segment and diffusion stages' reports. check_sha256: hash the SAM file (about a second per GB)."""
+    """The segment and diffusion stages' reports and fast mode's few-step weights. check_sha256: hash the SAM file
+    (about a second per GB)."""
     device = resolve_device(settings)
     dtype = resolve_dtype(settings, device)
-    return [_sam_report(settings, device, dtype, check_sha256), _sdxl_report(settings, device, dtype)]
+    diffusion = _sdxl_report(settings, device, dtype)
+    return [_sam_report(settings, device, dtype, check_sha256), diffusion, _fast_report(settings, diffusion.profile)]
 
 
 def sam_sha256_note(path: Path, model_type: str) -> str:
@@ -156,6 +159,27 @@ def _sdxl_report(settings: Settings, device: torch.device, dtype: torch.dtype) -
     )
 
 
+def _fast_report(settings: Settings, diffusion: ResolvedProfile) -> StageReport:
+    """The few-step weights of `mode=fast`: what the file is (family, kind), the scheduler, steps and guidance it
+    runs with; or why fast mode is refused. Broken: a file is there but does not load."""
+    if diffusion.profile != "real":
+        lightning = FAMILIES["lightning"]
+        stand_in = f"none needed: the {diffusion.profile} profile builds a random few-step stand-in LoRA"
+        runs = f"{lightning.describe()}, {lightning.steps} steps, guidance {lightning.guidance:g} (SDXL-Lightning's)"
+        return StageReport("fast", diffusion, [("weights", stand_in), ("runs", runs)], None, False)
+    found = find_fast_model(settings)
+    if found.problem:
+        facts = [("weights", found.problem), ("runs", "mode fast is refused with this reason; quality edits as ever")]
+        return StageReport("fast", diffusion, facts, found.problem, found.exists)
+    family = found.family
+    kind = "LoRA" if found.kind == "lora" else "UNet"
+    facts = [
+        ("weights", f"{found.path}: {family.name} {kind} ({family.source}), {human_size(found.path.stat().st_size)}"),
+        ("runs", f"{family.describe()}, {family.steps} steps, guidance {family.guidance:g}"),
+    ]
+    return StageReport("fast", diffusion, facts, None, False)
+
+
 def _why(resolved: ResolvedProfile) -> str:
     if resolved.reason is None:
         return " (set by MOODSHIFT_PROFILE)"
@@ -179,7 +203,8 @@ def human_size(size: int) -> str:
 
 def missing_downloads(settings: Settings) -> list[Download]:
     """What `--download` fetches for these settings: the SAM file when absent, SDXL in the fp16-variant diffusers
-    layout when absent or incomplete (resumed in place), and the fp16-safe VAE when absent."""
+    layout when absent or incomplete (resumed in place), the fp16-safe VAE and fast mode's SDXL-Lightning 4-step
+    LoRA when absent."""
     downloads = []
     sam = find_sam(settings)
     if not sam.path.is_file():
@@ -195,6 +220,9 @@ def missing_downloads(settings: Settings) -> list[Download]:
     vae = settings.sdxl_vae or settings.checkpoints_dir / SDXL_VAE_FOLDER
     if not vae.is_dir():
         downloads.append(Download("SDXL VAE fp16-fix", SDXL_VAE_FP16_REPO_ID, vae, vae_download_patterns()))
+    fast = find_fast_model(settings)
+    if settings.fast_model is None and not fast.exists:  # the default few-step file; another one is the user's
+        downloads.append(Download("SDXL-Lightning 4-step LoRA", DEFAULT_FAST_URL, fast.path))
     return downloads
 
 
