@@ -5,6 +5,7 @@ both modes at once; the scheduler table and the step count each scheduler makes.
 
 from __future__ import annotations
 
+import base64
 import threading
 from pathlib import Path
 
@@ -414,3 +415,108 @@ def test_weights_and_serve_say_which_fast_model_runs_and_a_broken_file_fails_wei
     assert "mode fast is refused with this reason; quality edits as ever" in result.output
     lines = check_weights_or_fail()  # the service still starts: quality does not need the file
     assert any(line.startswith(f"fast mode: off ({cut} is truncated") for line in lines)
+
+
+# --- the entrance: mode checked where the edit enters, before any model runs ----------------------------------------
+
+
+class StubDiffusion:
+    """A diffusion stage that only answers `info()` (counting the questions): what the entrance asks."""
+
+    def __init__(self, fast: dict) -> None:
+        self.fast, self.asked = fast, 0
+
+    def info(self) -> dict:
+        self.asked += 1
+        return {"working_pixels": 128 * 128, "fast": self.fast}
+
+
+def test_the_entrance_fills_in_the_few_step_models_defaults_or_names_the_file_to_add(coffee):
+    from serving.core.errors import InputError
+    from serving.models.fast_models import unavailable
+    from serving.models.ollama_stage import PromptStage
+    from serving.pipeline import Pipeline
+
+    settings = Settings(ollama_enabled=False)
+    subject = np.zeros(coffee.shape[:2], dtype=bool)
+    subject[100:300, 200:400] = True
+    missing = "no few-step weights at checkpoints/sdxl_lightning_4step_lora.safetensors: put SDXL-Lightning's ..."
+    stage = StubDiffusion(unavailable(missing))
+    pipeline = Pipeline(None, stage, PromptStage(settings), settings)
+
+    def prepare(**options):
+        return pipeline.prepare_edit(coffee, subject_mask=subject, prompt="a galaxy", options=options)
+
+    assert prepare().options.mode == "quality" and stage.asked == 0  # quality asks the stage nothing
+    with pytest.raises(InputError, match="guidance 99 must be a number from 0 to 30"):
+        prepare(mode="fast", guidance=99)
+    assert stage.asked == 0  # a typo is named before the stage is asked
+    with pytest.raises(InputError, match=f"mode fast is not available: {missing}"):
+        prepare(mode="fast")
+    with pytest.raises(InputError, match="mode 'turbo' must be one of quality, fast"):
+        prepare(mode="turbo")
+
+    stage.fast = {"available": True, "family": "SDXL-Lightning", "steps": 4, "guidance": 0.0, "max_steps": None}
+    pipeline = Pipeline(None, stage, PromptStage(settings), settings)
+    fast = prepare(mode="fast")
+    assert (fast.options.steps, fast.options.guidance, fast.total_steps) == (4, 0.0, 4)
+    assert prepare(mode="fast", steps=8, strength=0.5).total_steps == 4  # what the caller sets wins
+
+
+def test_fast_edits_over_http_report_their_mode_and_leave_quality_bit_identical(gateway, coffee):
+    from serving.core.images import encode_png_base64
+    from serving.core.masks import mask_to_png_bytes
+
+    info = gateway.get("/info").json()
+    assert info["fast"]["available"] and info["fast"]["family"] == "SDXL-Lightning" and info["fast"]["steps"] == 4
+    assert "fast" not in info["stages"]["diffusion"]
+    assert {row["name"]: row for row in info["options"]}["mode"]["choices"] == ["quality", "fast"]
+    subject = np.zeros(coffee.shape[:2], dtype=bool)
+    subject[120:300, 200:420] = True
+    body = {
+        "image": encode_png_base64(coffee),
+        "mask": base64.b64encode(mask_to_png_bytes(subject)).decode(),
+        "prompt": "dunes",
+        "seed": 5,
+        "edge": "hard",
+    }
+    quality = gateway.post("/edit", json=body).json()
+    fast = gateway.post("/edit", json={**body, "mode": "fast"}).json()
+    again = gateway.post("/edit", json=body).json()
+    assert (quality["mode"], quality["steps"]) == ("quality", 2)  # the gateway's MOODSHIFT_DEFAULT_STEPS
+    assert (fast["mode"], fast["steps"], fast["guidance"]) == ("fast", 4, 0.0)
+    assert again["images"] == quality["images"] and fast["images"] != quality["images"]
+    job = gateway.post("/edit_submit", json={**body, "mode": "fast"}).json()
+    assert job["total_steps"] == 4
+    response = gateway.post("/edit", json={**body, "mode": "fast", "steps": 151})
+    assert response.status_code == 400 and "steps 151" in response.json()["error"]
+
+
+def test_the_cli_takes_mode_fast_and_says_what_to_put_where_without_weights(files, coffee_file, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+    from serving.settings import get_settings
+
+    mask = tmp_path / "mask.png"
+    subject = np.zeros((400, 600), dtype=np.uint8)
+    subject[100:300, 200:400] = 255
+    Image.fromarray(subject).save(mask)
+    monkeypatch.setenv("MOODSHIFT_DIFFUSION_PROFILE", "real")
+    monkeypatch.setenv("MOODSHIFT_SAM_PROFILE", "tiny")
+    monkeypatch.setenv("MOODSHIFT_SDXL_MODEL", str(files["sdxl"]))
+    monkeypatch.setenv("MOODSHIFT_CHECKPOINTS_DIR", str(tmp_path))
+    monkeypatch.setenv("MOODSHIFT_WORKING_PIXELS", str(128 * 128))
+    arguments = ["edit", str(coffee_file), "--mask", str(mask), "--prompt", "dunes", "-o", str(tmp_path / "out.png")]
+    result = CliRunner().invoke(app, [*arguments, "--mode", "fast", "--edge", "hard"])
+    assert result.exit_code == 2, result.output
+    assert (
+        f"mode fast is not available: no few-step weights at {tmp_path / 'sdxl_lightning_4step_lora.safetensors'}"
+        in (result.output)
+    )
+    monkeypatch.setenv("MOODSHIFT_FAST_MODEL", str(files["lightning-unet"]))
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, [*arguments, "--mode", "fast", "--edge", "hard", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert "fast mode (sdxl_lightning_4step_unet.safetensors), 4 steps, guidance 0" in result.stdout
+    assert (tmp_path / "out.png").is_file()
