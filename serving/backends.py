@@ -255,15 +255,11 @@ class DiffusionBackend:
         scheduler, steps and guidance), or why there is none (`available` false, `reason`: what to put where)."""
         import torch
 
-        from serving.models.fast_models import unavailable
-
-        runner = self.runner
-        entry = _profile_entry(runner.profile, runner.model_name)
-        fast = runner.fast.describe() if runner.fast is not None else unavailable(runner.fast_problem or "")
+        entry = _profile_entry(self.runner.profile, self.runner.model_name)
         return {
             **entry,
-            "fast": fast,
-            "weights_mode": runner.weights_mode,  # the mode the UNet's weights are in now
+            "fast": self.runner.describe_fast(),
+            "weights_mode": self.runner.weights_mode,  # the mode the UNet's weights are in now
             "device": str(self.runner.device),
             "dtype": str(self.runner.dtype).split(".")[-1],
             "vae_dtype": str(self.runner.vae_dtype).split(".")[-1],

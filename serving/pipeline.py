@@ -21,7 +21,7 @@ import numpy as np
 from serving.backends import DiffusionJob, DiffusionOutcome
 from serving.core.blending import compose
 from serving.core.clicks import Clicks, validate_clicks
-from serving.core.edit_options import EditOptions, ModeRules, check_edit_options, fast_mode_rules
+from serving.core.edit_options import EditOptions, ModeRules, check_edit_options, mode_rules
 from serving.core.errors import CancelledError, InputError, NotCachedError
 from serving.core.images import image_id_of
 from serving.core.masks import check_subject_mask, is_soft
@@ -382,11 +382,9 @@ class Pipeline:
         return self._diffusion_info
 
     def _mode_rules(self, mode: str) -> ModeRules:
-        """What the edit's mode changes: nothing for quality; for fast, the few-step model's steps and guidance as
-        defaults (asked of the diffusion stage, which knows what it has), or `InputError` naming the file to add."""
-        if mode != "fast":
-            return ModeRules()
-        return fast_mode_rules(self.diffusion_info().get("fast"))
+        """What the edit's mode changes: for fast, the few-step model's steps and guidance as defaults (asked of the
+        diffusion stage, which knows what it has), or `InputError` naming the file to add."""
+        return mode_rules(mode, lambda: self.diffusion_info().get("fast"))
 
     @staticmethod
     def _enter(stage: str, on_stage: StageCallback | None, cancelled: CancelCheck | None) -> None:

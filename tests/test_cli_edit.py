@@ -151,3 +151,21 @@ def test_bench_diffusion_compares_with_the_pipeline_and_writes_json(tmp_path):
     assert numbers["runner_s_per_step"] > 0 and numbers["pipeline_s_per_step"] > 0
     assert numbers["ratio"] == numbers["runner_s_per_step"] / numbers["pipeline_s_per_step"]
     assert set(numbers["peak_mib"]) == {"runner", "pipeline", "runner batch 2"}
+
+
+def test_bench_diffusion_in_fast_mode_times_both_modes_on_the_same_components(tmp_path):
+    import json
+
+    out = tmp_path / "fast.json"
+    arguments = ["bench", "diffusion", "--size", "64", "--mode", "fast", "--quality-steps", "3", "--batch", "1"]
+    result = runner.invoke(app, [*arguments, "--device", "cpu", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "fast mode, 4 steps" in result.stdout and "faster per edit" in result.stdout
+    assert "quality edit" in result.stdout and "(3 steps, guidance 7)" in result.stdout
+    numbers = json.loads(out.read_text())
+    assert numbers["mode"] == "fast" and numbers["steps"] == 4 and set(numbers["edit_s"]) == {"quality", "fast"}
+    assert numbers["speedup"] == numbers["edit_s"]["quality"] / numbers["edit_s"]["fast"]
+    assert numbers["mode_settings"]["fast"] == "4 steps, guidance 0" and set(numbers["switch_s"]) == {
+        "to fast",
+        "to quality",
+    }

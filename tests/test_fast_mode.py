@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from serving.core.edit_options import EditOptionError, check_edit_options, fast_mode_rules
+from serving.core.edit_options import EditOptionError, check_edit_options, fast_mode_rules, mode_rules
 from serving.core.sizing import resize_image
 from serving.models.blended_sdxl import BlendedSDXLRunner, DiffusionRequest
 from serving.models.fast_models import FAMILIES, family_of, find_fast_model
@@ -108,19 +108,10 @@ def scene(astronaut) -> tuple[np.ndarray, np.ndarray]:
 
 def request(runner: BlendedSDXLRunner, scene, **options) -> DiffusionRequest:
     """A request as the entrance makes one: mode fast takes the runner's few-step model's steps and guidance."""
-    fast = runner.fast.describe() if runner.fast else None
-    checked = check_edit_options(
-        {"seed": 11, "negative_prompt": "blurry", "shrink_steps": 0, **options},
-        mode_rules=lambda mode: _rules(mode, fast),
-    )
+    values = {"seed": 11, "negative_prompt": "blurry", "shrink_steps": 0, **options}
+    checked = check_edit_options(values, mode_rules=lambda mode: mode_rules(mode, runner.describe_fast))
     image, subject = scene
     return DiffusionRequest(image, subject, PROMPT, checked, composite=False)
-
-
-def _rules(mode, fast):
-    from serving.core.edit_options import ModeRules
-
-    return fast_mode_rules(fast) if mode == "fast" else ModeRules()
 
 
 # --- the published formats through the real profile --------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The service's edit options table (`GET /info` -> `options`) as the studio reads it: one `EditOption` per row,
-the bounds a control for it can take, and the clamping that keeps a session value inside them. No Streamlit.
+the bounds a control for it can take, and the clamping that keeps a session value inside them; and what the Fast
+switch changes (`switch_mode`, from `/info`'s `fast`). No Streamlit.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ SLIDER_MAX_POSITIONS = 1000
 # A drawn seed stays short enough to read and type again (the service draws its own the same way).
 RANDOM_SEED_BOUND = 2**31
 KNOWN_TYPES = ("integer", "number", "string", "boolean")
+# What the Fast switch sets to the few-step model's values, and gives back when it is switched off.
+FAST_SETTINGS = ("steps", "guidance")
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,38 @@ def request_fields(options: Sequence[EditOption], values: Mapping[str, Any], ran
         low = seed.low or 0
         fields["seed"] = low + secrets.randbelow(min(RANDOM_SEED_BOUND, (seed.high or RANDOM_SEED_BOUND) - low + 1))
     return fields
+
+
+def fast_model(info: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """`/info`'s `fast`: the service's few-step model for mode=fast (`available`, `family`, `steps`, `guidance`, or
+    `reason` when there is none); None when the service does not say."""
+    fast = (info or {}).get("fast")
+    return fast if isinstance(fast, Mapping) else None
+
+
+def switch_mode(
+    options: Sequence[EditOption],
+    values: Mapping[str, Any],
+    mode: str,
+    fast: Mapping[str, Any] | None,
+    kept: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """The settings a switch to `mode` changes, and a sentence saying what changed ("Fast: steps 30 → 4, guidance
+    7.0 → 0.0 (SDXL-Lightning's settings)"). To fast: the few-step model's steps and guidance; back to quality:
+    `kept` (the values before the switch to fast) or each option's default. Values are clamped to the bounds."""
+    table = {option.name: option for option in options}
+    defaults = {name: option.default for name, option in table.items()}
+    source = (fast or {}) if mode == "fast" else (kept or defaults)
+    changes: dict[str, Any] = {"mode": mode}
+    changed = []
+    for name in FAST_SETTINGS:
+        if name in table and source.get(name) is not None:
+            changes[name] = table[name].clamp(source[name])
+            if changes[name] != values.get(name):
+                changed.append(f"{name} {values.get(name)} → {changes[name]}")
+    whose = f"{fast.get('family')}'s settings" if mode == "fast" and fast else "as before fast mode"
+    what = f"{', '.join(changed)} ({whose})" if changed else "steps and guidance unchanged"
+    return changes, f"{mode.capitalize()}: {what}"
 
 
 def _is_bound(value: Any) -> bool:

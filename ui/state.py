@@ -27,6 +27,8 @@ def defaults() -> dict[str, Any]:
         # sidebar
         "service_url": get_settings().service_url,
         "edit_options": [],  # list[ui.edit_options.EditOption]: the service's table, as last seen
+        "quality_settings": None,  # steps and guidance before the Fast switch was turned on, given back when off
+        "mode_note": None,  # what the last Fast switch changed, in words
         # photo and points
         "source": None,  # ui.upload.SourceImage
         "upload_error": None,

@@ -1,7 +1,10 @@
-"""Diffusion benchmark: the blended runner vs diffusers' SDXL inpaint pipeline, batching, peak memory, seams.
+"""Diffusion benchmark: the blended runner vs diffusers' SDXL inpaint pipeline, batching, peak memory, seams, and
+fast mode vs quality mode.
 
-Both run on the same components, image, mask, size and steps. Seconds per step are end to end (prompt, VAE
-encode, denoising, decode; the runner also composites) divided by the steps, so the ratio is what a user waits.
+Both run on the same components, image, mask, size, steps, scheduler and guidance (in fast mode: the few-step
+model's). Seconds per step are end to end (prompt, VAE encode, denoising, decode; the runner also composites) divided
+by the steps, so the ratio is what a user waits. With `mode="fast"` it also times one edit in each mode on the same
+components (quality: the model's scheduler, `quality_steps`, the settings' guidance) and the switch between them.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class DiffusionBenchResult:
     dtype: str
     torch_threads: int
     size: tuple[int, int]  # working size (width, height)
+    mode: str
     steps: int
     runner_s_per_step: float
     pipeline_s_per_step: float
@@ -46,6 +50,16 @@ class DiffusionBenchResult:
     peak_mib: dict[str, float] = field(default_factory=dict)  # phase -> peak memory
     memory_kind: str = "cuda allocated"
     seam: dict[str, list[float]] = field(default_factory=dict)  # "shrink N" -> seam score per seed
+    # mode="fast": seconds per edit in each mode ("quality", "fast"), per switch ("to fast", "to quality"), and how
+    # each mode ran ("quality": "30 steps, guidance 7", ...)
+    edit_s: dict[str, float] = field(default_factory=dict)
+    switch_s: dict[str, float] = field(default_factory=dict)
+    mode_settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> float | None:
+        """Quality over fast, seconds per edit (mode="fast" only)."""
+        return self.edit_s["quality"] / self.edit_s["fast"] if self.edit_s else None
 
     @property
     def ratio(self) -> float:
@@ -57,7 +71,7 @@ class DiffusionBenchResult:
         return self.batch_images_per_s / self.single_images_per_s
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"ratio": self.ratio, "batch_speedup": self.batch_speedup}
+        return asdict(self) | {"ratio": self.ratio, "batch_speedup": self.batch_speedup, "speedup": self.speedup}
 
 
 def subject_ellipse(size: tuple[int, int]) -> np.ndarray:
@@ -123,37 +137,49 @@ def _pipeline_vae(runner: BlendedSDXLRunner) -> Iterator[None]:
 def run_diffusion_bench(
     runner: BlendedSDXLRunner,
     *,
-    steps: int = 30,
+    mode: str = "quality",
+    steps: int | None = None,
+    quality_steps: int = 30,
     batch: int = 4,
     repeats: int = 1,
     seam_seeds: int = 0,
     shrink_steps: int = 3,
     defaults: Mapping[str, Any] | None = None,
 ) -> DiffusionBenchResult:
-    """Time a runner edit vs an inpaint-pipeline call and `batch` single runs vs one batch (best of `repeats`:
-    on a shared CPU the minimum is the least disturbed estimate, as `timeit` advises),
-    and optionally score the seam with shrinking off vs `shrink_steps` over `seam_seeds` seeds. Warm-up first.
-    `defaults`: the edit options' defaults (the settings'), for both the runner and the pipeline."""
+    """Time a runner edit vs an inpaint-pipeline call and `batch` single runs vs one batch in `mode` (best of
+    `repeats`: on a shared CPU the minimum is the least disturbed estimate, as `timeit` advises), and optionally
+    score the seam with shrinking off vs `shrink_steps` over `seam_seeds` seeds. Warm-up first. `steps`: default the
+    mode's (the settings' for quality, the few-step model's for fast). In fast mode, also one edit per mode and the
+    switches between them. `defaults`: the edit options' defaults (the settings'), for the runner and the pipeline."""
     import torch
     from diffusers import StableDiffusionXLInpaintPipeline
 
-    from serving.core.edit_options import check_edit_options
+    from serving.core.edit_options import ModeRules, check_edit_options, mode_rules
     from serving.models.blended_sdxl import DiffusionRequest
 
     device = runner.device
     size = runner.working_size_for(1, 1)  # square, about the runner's working pixels
     image, subject = bench_image(0, size), subject_ellipse(size)
-    base = check_edit_options({}, defaults)
+
+    def rules(edit_mode: str) -> ModeRules:
+        return mode_rules(edit_mode, runner.describe_fast)
+
+    base = check_edit_options({"mode": mode, "steps": steps}, defaults, rules)
+    steps = base.steps
 
     def request(index: int = 0, **options: Any) -> DiffusionRequest:
-        options = check_edit_options({"seed": index, "steps": steps, "shrink_steps": 0} | options, defaults)
-        return DiffusionRequest(image, subject, PROMPTS[index % len(PROMPTS)], options)
+        values = {"seed": index, "mode": mode, "steps": steps, "shrink_steps": 0} | options
+        return DiffusionRequest(
+            image, subject, PROMPTS[index % len(PROMPTS)], check_edit_options(values, defaults, rules)
+        )
 
     inpaint = StableDiffusionXLInpaintPipeline(**runner.pipe.components)
+    inpaint.scheduler = runner.new_scheduler(mode)
     inpaint.set_progress_bar_config(disable=True)
     mask_image = (~subject).astype(np.uint8) * 255  # white = repaint
 
     def pipeline_call(call_steps: int) -> None:
+        runner.use_mode(mode)  # the pipeline shares the runner's UNet: its weights in this mode
         with _pipeline_vae(runner):
             inpaint(
                 PROMPTS[0],
@@ -189,6 +215,9 @@ def run_diffusion_bench(
         images = [runner.run(request(seed, shrink_steps=shrink)).images[0] for seed in range(seam_seeds)]
         seam[f"shrink {shrink}"] = [seam_score(output, subject) for output in images]
 
+    edit_s, switch_s, mode_settings = (
+        _time_modes(runner, request, quality_steps, repeats) if mode == "fast" else ({}, {}, {})
+    )
     profile = runner.profile.profile if runner.profile else "custom"
     return DiffusionBenchResult(
         model=runner.model_name,
@@ -197,6 +226,7 @@ def run_diffusion_bench(
         dtype=str(runner.dtype).removeprefix("torch."),
         torch_threads=torch.get_num_threads(),
         size=size,
+        mode=mode,
         steps=steps,
         runner_s_per_step=min(runner_s) / steps,
         pipeline_s_per_step=min(pipeline_s) / steps,
@@ -207,7 +237,30 @@ def run_diffusion_bench(
         peak_mib=peaks,
         memory_kind="cuda allocated" if device.type == "cuda" else "process RSS",
         seam=seam,
+        edit_s=edit_s,
+        switch_s=switch_s,
+        mode_settings=mode_settings,
     )
+
+
+def _time_modes(
+    runner: BlendedSDXLRunner, request: Callable[..., Any], quality_steps: int, repeats: int
+) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
+    """Seconds of one edit in each mode, weights already in that mode, and of each switch; best of `repeats`."""
+    device = runner.device
+    edits = {
+        "quality": request(mode="quality", steps=quality_steps, guidance=None),
+        "fast": request(mode="fast", steps=None, guidance=None),
+    }
+    times: dict[str, list[float]] = {name: [] for name in ("quality", "fast", "to fast", "to quality")}
+    runner.use_mode("fast")  # so that the first "to quality" is a switch too
+    for _ in range(repeats):
+        for edit_mode in ("quality", "fast"):
+            times[f"to {edit_mode}"].append(_timed(device, lambda m=edit_mode: runner.use_mode(m)))
+            times[edit_mode].append(_timed(device, lambda m=edit_mode: runner.run(edits[m])))
+    settings = {name: f"{edit.options.steps} steps, guidance {edit.options.guidance:g}" for name, edit in edits.items()}
+    best = {name: min(values) for name, values in times.items()}
+    return {name: best[name] for name in edits}, {name: best[name] for name in ("to fast", "to quality")}, settings
 
 
 def format_table(result: DiffusionBenchResult) -> str:
@@ -215,7 +268,7 @@ def format_table(result: DiffusionBenchResult) -> str:
     width, height = result.size
     lines = [
         f"{result.model} ({result.profile}) on {result.device}, {result.dtype}, {result.torch_threads} threads, "
-        f"{width}×{height}, {result.steps} steps, best of {result.repeats}",
+        f"{width}×{height}, {result.mode} mode, {result.steps} steps, best of {result.repeats}",
         f"  runner            {result.runner_s_per_step:8.4f} s/step  "
         f"({result.runner_s_per_step * result.steps:.2f} s)",
         f"  inpaint pipeline  {result.pipeline_s_per_step:8.4f} s/step  "
@@ -225,6 +278,11 @@ def format_table(result: DiffusionBenchResult) -> str:
         f"  batch of {result.batch}        {result.batch_images_per_s:8.3f} images/s  ({result.batch_speedup:.2f}x)",
     ]
     lines += [f"  peak {result.memory_kind}, {phase}: {mib:.0f} MiB" for phase, mib in result.peak_mib.items()]
+    for name, seconds in result.edit_s.items():
+        lines.append(f"  {name} edit{'':<{8 - len(name)}}  {seconds:8.3f} s  ({result.mode_settings[name]})")
+    if result.speedup is not None:
+        lines.append(f"  fast vs quality   {result.speedup:8.2f}x faster per edit")
+        lines += [f"  switch {name:<10} {seconds:8.3f} s" for name, seconds in result.switch_s.items()]
     for name, scores in result.seam.items():
         lines.append(f"  seam score, {name}: mean {np.mean(scores):.2f} over {len(scores)} seeds (lower = smoother)")
     return "\n".join(lines)

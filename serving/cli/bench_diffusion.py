@@ -1,4 +1,5 @@
-"""`python -m serving bench diffusion`: blended runner vs diffusers' SDXL inpaint pipeline, batching, memory."""
+"""`python -m serving bench diffusion`: blended runner vs diffusers' SDXL inpaint pipeline, batching, memory; with
+`--mode fast`, fast vs quality mode on the same components."""
 
 import json
 from pathlib import Path
@@ -19,7 +20,18 @@ def bench_diffusion(
         typer.Option(help="tiny (fast, small), random-full (SDXL base size, random weights), real (checkpoints)."),
     ] = "tiny",
     size: Annotated[int, typer.Option(min=64, help="Side of the square working size, pixels (multiple of 64).")] = 1024,
-    steps: Annotated[int, typer.Option(min=2, max=MAX_STEPS, help="Denoising steps per run.")] = 30,
+    mode: Annotated[
+        Literal["quality", "fast"],
+        typer.Option(help="quality, or fast: the few-step model (its scheduler, steps, guidance) vs quality mode."),
+    ] = "quality",
+    steps: Annotated[
+        int | None,
+        typer.Option(min=2, max=MAX_STEPS, help="Denoising steps per run (default: 30; fast: the few-step model's)."),
+    ] = None,
+    quality_steps: Annotated[
+        int,
+        typer.Option(min=1, max=MAX_STEPS, help="With --mode fast: the steps of the quality edit it is timed against."),
+    ] = 30,
     batch: Annotated[int, typer.Option(min=1, max=8, help="Requests in the batch compared with single runs.")] = 4,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repeats of each measurement (best is kept).")] = 1,
     seam_seeds: Annotated[
@@ -33,8 +45,10 @@ def bench_diffusion(
     ] = "auto",
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the numbers to this JSON file.")] = None,
 ) -> None:
-    """Time seconds per step of the runner vs StableDiffusionXLInpaintPipeline, a batch vs single runs, peak memory."""
+    """Time seconds per step of the runner vs StableDiffusionXLInpaintPipeline, a batch vs single runs, peak memory;
+    with --mode fast, in fast mode, and seconds per edit in fast vs quality mode."""
     from serving.bench.diffusion import format_table, run_diffusion_bench
+    from serving.core.errors import InputError
     from serving.models.blended_sdxl import BlendedSDXLRunner
     from serving.models.errors import WeightsError
     from serving.settings import get_settings
@@ -48,16 +62,27 @@ def bench_diffusion(
         runner = BlendedSDXLRunner.from_settings(settings)
     except (WeightsError, RuntimeError) as exc:
         fail(str(exc))
-    typer.echo(f"benchmarking {runner.model_name} on {runner.device} ...", err=True)
-    result = run_diffusion_bench(
-        runner,
-        steps=steps,
-        batch=batch,
-        repeats=repeats,
-        seam_seeds=seam_seeds,
-        shrink_steps=shrink_steps,
-        defaults=settings.edit_defaults(),
-    )
+    if runner.device.type == "cpu":
+        # Random weights drive some activations to subnormal floats, which CPUs compute many times slower (GPUs
+        # flush them): without this, one scheduler's timesteps looked 10x slower than another's on the tiny UNet.
+        import torch
+
+        torch.set_flush_denormal(True)
+    typer.echo(f"benchmarking {runner.model_name} on {runner.device} in {mode} mode ...", err=True)
+    try:
+        result = run_diffusion_bench(
+            runner,
+            mode=mode,
+            steps=steps if steps is not None or mode == "fast" else 30,
+            quality_steps=quality_steps,
+            batch=batch,
+            repeats=repeats,
+            seam_seeds=seam_seeds,
+            shrink_steps=shrink_steps,
+            defaults=settings.edit_defaults(),
+        )
+    except InputError as exc:  # --mode fast without few-step weights: which file to put where
+        fail(str(exc))
     typer.echo(format_table(result))
     if json_path is not None:
         json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")

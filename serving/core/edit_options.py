@@ -231,6 +231,12 @@ class ModeRules:
     model: str = ""
 
 
+def mode_rules(mode: str, fast: Callable[[], Mapping[str, Any] | None]) -> ModeRules:
+    """What `mode` changes where an edit enters: nothing for quality; for fast, `fast_mode_rules` of the diffusion
+    stage's few-step model (`fast()` gives its description, asked only for a fast edit)."""
+    return fast_mode_rules(fast()) if mode == "fast" else ModeRules()
+
+
 def fast_mode_rules(fast: Mapping[str, Any] | None) -> ModeRules:
     """The rules of mode=fast from the diffusion stage's description of its few-step model (`GET /info`'s `fast`):
     its steps and guidance as defaults. `EditOptionError` with the stage's reason (which file to put where) when it

@@ -165,6 +165,12 @@ class BlendedSDXLRunner:
         runner.fast, runner.fast_problem = load_fast_weights(settings, pipe, profile.profile, plan.offload)
         return runner
 
+    def describe_fast(self) -> dict[str, Any]:
+        """The few-step model of fast mode as `GET /info`'s `fast` says it, or why there is none."""
+        from serving.models.fast_models import unavailable
+
+        return self.fast.describe() if self.fast is not None else unavailable(self.fast_problem or "")
+
     @property
     def weights_mode(self) -> str:
         """The mode the UNet's weights are in now (`quality` until a fast edit ran)."""

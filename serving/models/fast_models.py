@@ -253,7 +253,7 @@ class FastWeights:
         """For the tiny and random-full profiles: a seeded random LoRA in SDXL-Lightning's file format (kohya keys)
         with SDXL-Lightning's 4-step settings, so fast mode runs (and costs) what the real one does."""
         state = stand_in_lora(pipe.unet, seed, rank)
-        return cls(pipe, FAMILIES["lightning"], "lora", state, "random few-step stand-in (SDXL-Lightning settings)")
+        return cls(pipe, FAMILIES["lightning"], "lora", state, STAND_IN_NAME)
 
     def scheduler(self, base_config: Mapping[str, Any]) -> Any:
         """A new scheduler of the family's class from the SDXL model's scheduler config and the card's overrides."""
@@ -277,18 +277,7 @@ class FastWeights:
 
     def describe(self) -> dict[str, Any]:
         """The few-step model as `GET /info`'s `fast` reports it."""
-        return {
-            "available": True,
-            "model": self.name,
-            "family": self.family.name,
-            "kind": self.kind,
-            "scheduler": self.family.describe(),
-            "steps": self.family.steps,
-            "guidance": self.family.guidance,
-            "max_steps": self.family.max_steps,
-            "source": self.family.source,
-            "reason": None,
-        }
+        return describe_fast(self.family, self.kind, self.name)
 
     # --- LoRA: diffusers' load_lora_weights, fused while fast -------------------------------------------------
 
@@ -411,6 +400,25 @@ def load_fast_weights(
         return FastWeights.from_file(pipe, found), None
     except WeightsError as exc:
         return None, str(exc)
+
+
+STAND_IN_NAME = "random few-step stand-in (SDXL-Lightning settings)"
+
+
+def describe_fast(family: FastFamily, kind: str, name: str) -> dict[str, Any]:
+    """`GET /info`'s `fast` for a few-step model: what it is, where it comes from, how fast mode runs it."""
+    return {
+        "available": True,
+        "model": name,
+        "family": family.name,
+        "kind": kind,
+        "scheduler": family.describe(),
+        "steps": family.steps,
+        "guidance": family.guidance,
+        "max_steps": family.max_steps,
+        "source": family.source,
+        "reason": None,
+    }
 
 
 def unavailable(reason: str) -> dict[str, Any]:

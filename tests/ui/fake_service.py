@@ -1,14 +1,16 @@
 """A stand-in for the Moodshift service that speaks the HTTP contract with simple deterministic logic.
 
 - /info: the service's own edit options table (`serving.core.edit_options`), with `option_defaults` in place of
-  the `MOODSHIFT_DEFAULT_*` settings (or `options` rows given as they are), and the default `limits`.
+  the `MOODSHIFT_DEFAULT_*` settings (or `options` rows given as they are), the default `limits`, and `fast`: the
+  tiny service's few-step stand-in, or `fast_models.unavailable(reason)` to have fast edits refused.
 - /segment: the mask is a disc around each positive point minus a smaller disc around each negative one; images
   are decoded and named (`image_id`) by the service's own functions, and a repeat click may send the id instead.
 - /matte: the subject (a mask, or discs around the clicks) as an RGBA PNG whose alpha falls off over a few pixels
   inside its boundary; masks are read and checked by the service's own functions.
 - /mood and /prompt: fixed answers (heuristic / template sources).
-- /edit_submit + /edit_status: options are checked as the service checks them; a job advances one step per status
-  poll; the result keeps the subject's pixels and paints the background a colour derived from the seed.
+- /edit_submit + /edit_status: options are checked as the service checks them (mode fast takes `fast`'s steps and
+  guidance, or is refused with its reason); a job advances one step per status poll; the result keeps the subject's
+  pixels and paints the background a colour derived from the seed.
 - Caller mistakes get the service's statuses: 400 (bad image, point outside it, bad option), 404 (unknown job),
   409 (an image_id no longer cached), 413 (an image over the pixel limit).
 - `fail[endpoint] = (status, message)` makes an endpoint answer with an error; `stop()` takes it down.
@@ -34,10 +36,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from serving.core.edit_options import EDIT_OPTIONS, EditOptions, check_edit_options, info_table
+from serving.core.edit_options import EDIT_OPTIONS, EditOptions, check_edit_options, info_table, mode_rules
 from serving.core.errors import NotCachedError, NotFoundError, TooLargeError
 from serving.core.images import decode_base64, decode_base64_image, image_id_of, to_rgb_array
 from serving.core.masks import check_subject_mask, feather, mask_levels_from_png_bytes
+from serving.models.fast_models import FAMILIES, STAND_IN_NAME, describe_fast
 from serving.settings import Settings
 
 FAKE_KEYWORDS = ["calm", "warm", "soft"]
@@ -47,6 +50,11 @@ CANCELLED_MESSAGE = "cancelled by the caller"
 DEFAULT_LIMITS = {
     name: Settings.model_fields[name].default for name in ("max_upload_mb", "max_image_pixels", "max_points")
 }
+
+
+def tiny_fast_model() -> dict[str, Any]:
+    """The tiny service's few-step stand-in, as its `/info` describes it."""
+    return describe_fast(FAMILIES["lightning"], "lora", STAND_IN_NAME)
 
 
 def disc_mask(width: int, height: int, points: list[dict[str, Any]], radius: float) -> np.ndarray:
@@ -105,6 +113,7 @@ class FakeService:
     option_defaults: dict[str, Any] = field(default_factory=dict)  # as MOODSHIFT_DEFAULT_<NAME> sets them
     options: list[dict[str, Any]] | None = None  # /info's rows as given; None: the service's table
     limits: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    fast: dict[str, Any] = field(default_factory=tiny_fast_model)  # /info's `fast`
     disc_radius_fraction: float = 0.2
     steps_per_poll: int = 1
     fail: dict[str, tuple[int, str]] = field(default_factory=dict)
@@ -237,6 +246,7 @@ class FakeService:
             "notice": self.notice if self.demo_models else None,
             "options": self.options if self.options is not None else info_table(self.option_defaults),
             "limits": dict(self.limits),
+            "fast": dict(self.fast),
         }
 
     def _image(self, data: str) -> np.ndarray:
@@ -305,7 +315,8 @@ class FakeService:
 
     def _options(self, body: dict[str, Any]) -> EditOptions:
         """The edit's options checked as the service checks them (400 naming a bad one), the seed drawn if absent."""
-        return check_edit_options({name: body.get(name) for name in EDIT_OPTIONS}, self.option_defaults)
+        values = {name: body.get(name) for name in EDIT_OPTIONS}
+        return check_edit_options(values, self.option_defaults, lambda mode: mode_rules(mode, lambda: self.fast))
 
     def _result(self, body: dict[str, Any], options: EditOptions) -> dict[str, Any]:
         image, image_id, _ = self._photo(body)
@@ -328,6 +339,9 @@ class FakeService:
             "tokens": len(prompt.split()) + 2,
             "image_id": image_id,
             "timings": {"segment_s": 0.0, "diffusion_s": 0.01, "total_s": 0.02},
+            "mode": options.mode,
+            "steps": options.steps,
+            "guidance": options.guidance,
         }
 
     def _edit(self, body: dict[str, Any]) -> dict[str, Any]:

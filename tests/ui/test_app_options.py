@@ -150,3 +150,46 @@ def test_a_service_without_an_options_table_gets_no_controls_and_no_options_sent
         body = service.calls("/edit_submit")[-1]
     assert not set(body) & {row["name"] for row in info_table()}  # the service's own defaults apply
     assert "Saved to history" in texts(at.success)
+
+
+def test_the_fast_switch_sets_the_few_step_models_steps_and_guidance_says_so_and_gives_them_back(
+    monkeypatch, big_photo_png
+):
+    with FakeService(option_defaults={"steps": 30}) as service:
+        at = start_studio(service.url, monkeypatch)
+        fast = at.toggle(key="fast_toggle")
+        assert (fast.label, fast.value, fast.disabled) == ("Fast", False, False)
+        assert "SDXL-Lightning" in fast.help and "4 steps" in fast.help
+        at.slider(key="steps").set_value(40)
+        at = at.run()
+        at.toggle(key="fast_toggle").set_value(True)
+        at = at.run()
+        assert_no_exception(at)
+        assert (at.slider(key="steps").value, at.slider(key="guidance").value) == (4, 0.0)
+        assert "Fast: steps 40 → 4, guidance 7.0 → 0.0 (SDXL-Lightning's settings)" in texts(at.sidebar.caption)
+        at = generate_edit(at, big_photo_png)
+        assert_no_exception(at)
+        body = service.calls("/edit_submit")[-1]
+        assert (body["mode"], body["steps"], body["guidance"]) == ("fast", 4, 0.0)
+        assert any(caption.startswith("Fast mode · Seed") for caption in texts(at.caption))
+
+        at.toggle(key="fast_toggle").set_value(False)
+        at = at.run()
+    assert (at.slider(key="steps").value, at.slider(key="guidance").value) == (40, 7.0)  # the user's, given back
+    assert "Quality: steps 4 → 40, guidance 0.0 → 7.0 (as before fast mode)" in texts(at.sidebar.caption)
+    assert at.session_state.mode == "quality"
+
+
+def test_the_fast_switch_is_disabled_with_the_services_reason_without_few_step_weights(monkeypatch, big_photo_png):
+    from serving.models.fast_models import unavailable
+
+    reason = "no few-step weights at checkpoints/sdxl_lightning_4step_lora.safetensors: put SDXL-Lightning's LoRA there"
+    with FakeService(fast=unavailable(reason)) as service:
+        at = start_studio(service.url, monkeypatch)
+        assert_no_exception(at)
+        fast = at.toggle(key="fast_toggle")
+        assert fast.disabled and fast.value is False
+        assert f"Fast mode is not available: {reason}" in texts(at.sidebar.caption)
+        at = generate_edit(at, big_photo_png)
+        body = service.calls("/edit_submit")[-1]
+    assert body["mode"] == "quality" and "Saved to history" in texts(at.success)

@@ -28,11 +28,13 @@ def service_table() -> dict[str, EditOption]:
 
 def test_every_row_of_the_services_table_is_read_in_order(service_table):
     assert list(service_table) == [
-        "seed", "steps", "guidance", "variants", "edge", "feather", "strength", "shrink_steps", "preview",
+        "seed", "mode", "steps", "guidance", "variants", "edge", "feather", "strength", "shrink_steps", "preview",
         "negative_prompt",
     ]  # fmt: skip
     edge = service_table["edge"]
     assert (edge.type, edge.choices, edge.initial) == ("string", ("matte", "hard"), "matte")
+    mode = service_table["mode"]
+    assert (mode.type, mode.choices, mode.initial) == ("string", ("quality", "fast"), "quality")
     steps = service_table["steps"]
     assert (steps.type, steps.default, steps.low, steps.high, steps.step, steps.slides) == (
         "integer",
@@ -104,8 +106,9 @@ def test_the_request_has_every_option_clamped_with_the_sessions_values(service_t
     options = list(service_table.values())
     values = {"seed": 42, "steps": 500, "guidance": 7.5, "variants": 2, "negative_prompt": "text"}
     fields = request_fields(options, values, random_seed=False)
-    assert fields == {"seed": 42, "steps": 150, "guidance": 7.5, "variants": 2, "edge": "matte", "feather": 8,
-                      "strength": 1.0, "shrink_steps": 0, "preview": True, "negative_prompt": "text"}  # fmt: skip
+    assert fields == {"seed": 42, "mode": "quality", "steps": 150, "guidance": 7.5, "variants": 2, "edge": "matte",
+                      "feather": 8, "strength": 1.0, "shrink_steps": 0, "preview": True,
+                      "negative_prompt": "text"}  # fmt: skip
 
 
 def test_a_random_seed_is_drawn_for_each_request_within_the_seeds_bounds(service_table):
@@ -130,3 +133,22 @@ def test_choice_and_boolean_rows_clamp_to_their_values():
          "exclusive_minimum": False, "help": ""}
     )  # fmt: skip
     assert preview.clamp(False) is False and preview.clamp("yes") is True
+
+
+def test_the_fast_switch_takes_the_few_step_models_settings_and_gives_the_users_back(service_table):
+    from ui.edit_options import fast_model, switch_mode
+
+    options = list(service_table.values())
+    fast = {"available": True, "family": "LCM-LoRA", "steps": 4, "guidance": 1.0}
+    assert fast_model({"fast": fast}) is fast and fast_model({}) is None and fast_model(None) is None
+    changes, note = switch_mode(options, {"steps": 40, "guidance": 6.5}, "fast", fast)
+    assert changes == {"mode": "fast", "steps": 4, "guidance": 1.0}
+    assert note == "Fast: steps 40 → 4, guidance 6.5 → 1.0 (LCM-LoRA's settings)"
+    back, note = switch_mode(options, changes, "quality", fast, kept={"steps": 40, "guidance": 6.5})
+    assert back == {"mode": "quality", "steps": 40, "guidance": 6.5} and note.startswith("Quality: steps 4 → 40")
+    defaults, _ = switch_mode(options, changes, "quality", fast)  # nothing kept: the service's defaults
+    assert (defaults["steps"], defaults["guidance"]) == (120, 7.0)
+    huge, _ = switch_mode(options, {}, "fast", {**fast, "steps": 500})  # clamped to the table's bounds
+    assert huge["steps"] == 150
+    _, note = switch_mode(options, {"steps": 4, "guidance": 1.0}, "fast", fast)
+    assert note == "Fast: steps and guidance unchanged"

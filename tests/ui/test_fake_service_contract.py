@@ -79,6 +79,8 @@ def _session(client: httpx.Client, photo: str) -> dict[str, Answer]:
     answers["mood: too many pixels"] = _call(client, "/mood", {"image": TOO_MANY_PIXELS})
     answers["edit_submit: not an image"] = _call(client, "/edit_submit", {**edit, "image": NOT_AN_IMAGE})
     answers["edit_submit: steps out of range"] = _call(client, "/edit_submit", {**edit, "steps": 500})
+    answers["edit_submit: no such mode"] = _call(client, "/edit_submit", {**edit, "mode": "turbo"})
+    answers["edit_submit: fast"] = _call(client, "/edit_submit", {**edit, "mode": "fast", "steps": None})
     answers["edit_status: unknown job"] = _call(client, "/edit_status", {"job_id": "0" * 32})
     answers["edit_cancel: unknown job"] = _call(client, "/edit_cancel", {"job_id": "0" * 32})
     answers["segment: unknown image_id"] = _call(client, "/segment", {"image_id": "0" * 32, "points": [CLICK]})
@@ -120,6 +122,7 @@ MISTAKES = [
     ("mood: too many pixels", 413),
     ("edit_submit: not an image", 400),
     ("edit_submit: steps out of range", 400),
+    ("edit_submit: no such mode", 400),
     ("edit_status: unknown job", 404),
     ("edit_cancel: unknown job", 404),
     ("segment: unknown image_id", 409),
@@ -143,6 +146,7 @@ def test_info_has_the_same_options_table_limits_and_stages(answers):
     assert fake["options"] == real["options"]  # the same defaults (steps 2 on both) and bounds
     assert fake["limits"] == real["limits"]
     assert set(fake["stages"]) == set(real["stages"])
+    assert fake["fast"] == real["fast"]  # the tiny service's few-step stand-in, described alike
 
 
 def test_images_get_the_same_id_and_jobs_ids_of_the_same_format(answers):
@@ -175,6 +179,12 @@ def test_masks_and_results_are_pngs_of_the_photos_size(answers):
         assert [_png(image).size for image in result["images"]] == [(600, 400)], side
         assert result["seeds"] == [3] and result["image_id"] == answers[side]["segment"][1]["image_id"], side
         assert answers[side]["edit_cancel"][1]["state"] == "done", side
+
+
+def test_a_fast_edit_takes_the_few_step_models_steps_on_both(answers):
+    for side in ("real", "fake"):
+        status, body = answers[side]["edit_submit: fast"]
+        assert status == 200 and body["total_steps"] == 4, (side, body)
 
 
 def test_a_finished_jobs_result_has_the_same_shape(answers):

@@ -54,13 +54,15 @@ def reuse(entry_id: str) -> None:
             state[option.name] = option.clamp(params[option.name])
     if record.negative_prompt is not None:
         state.negative_prompt = record.negative_prompt
+    state.mode_note = None  # the Fast switch shows the entry's mode; no note of an earlier switch
     state.goto_studio = True
 
 
 def _describe(entry: HistoryEntry) -> str:
     params = entry.record.params
     seeds = ", ".join(str(seed) for seed in entry.record.seeds)
-    return f"{entry.created:%Y-%m-%d %H:%M} · seed {seeds} · {params.get('steps', '?')} steps"
+    fast = " · fast" if params.get("mode") == "fast" else ""
+    return f"{entry.created:%Y-%m-%d %H:%M} · seed {seeds} · {params.get('steps', '?')} steps{fast}"
 
 
 def _card(entry: HistoryEntry) -> None:

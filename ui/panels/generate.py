@@ -231,8 +231,9 @@ def render_results() -> None:
         st.markdown("**Prompt**")
         st.caption(record.prompt)
         params = record.params
+        fast = "Fast mode · " if params.get("mode") == "fast" else ""
         st.caption(
-            f"Seed {result.seeds[choice]} · {params.get('steps', '?')} steps · "
+            f"{fast}Seed {result.seeds[choice]} · {params.get('steps', '?')} steps · "
             f"guidance {params.get('guidance', '?')} · feather {params.get('feather', '?')} px"
         )
         total = record.timings.get("total_s") or record.timings.get("wall_s")
