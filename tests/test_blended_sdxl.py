@@ -15,6 +15,7 @@ from serving.core.sizing import resize_image
 from serving.models.blended_sdxl import BlendedSDXLRunner, DiffusionRequest
 from serving.models.sdxl_builders import build_tiny_sdxl
 from serving.settings import get_settings
+from tests.inpaint_oracle import inpaint_pipeline_edit
 
 PROMPT = "a misty pine forest at dawn, soft light"
 
@@ -50,8 +51,6 @@ def _max_pixel_gap(a: np.ndarray, b: np.ndarray) -> int:
 
 @pytest.mark.parametrize("strength", [1.0, 0.6])
 def test_matches_diffusers_inpaint_pipeline(tiny_pipe, astronaut, strength):
-    from diffusers import StableDiffusionXLInpaintPipeline
-
     width, height = 320, 256  # non-square; the runner's working size is the image's own size
     image = resize_image(astronaut, (width, height))
     # Subject aligned to 8-px cells: the pipeline's nearest mask resize and our "fully subject" cells agree.
@@ -74,30 +73,19 @@ def test_matches_diffusers_inpaint_pipeline(tiny_pipe, astronaut, strength):
     )
     assert result.working_size == (width, height)
 
-    pipeline = StableDiffusionXLInpaintPipeline(**tiny_pipe.components)
-    pipeline.set_progress_bar_config(disable=True)
-    captured = {}
-
-    def keep_latents(_pipe, _step, _timestep, tensors):
-        captured["latents"] = tensors["latents"].clone()
-        return tensors
-
-    expected = pipeline(
+    latents, pixels = inpaint_pipeline_edit(
+        tiny_pipe.components,
+        image,
+        subject,
         PROMPT,
-        image=Image.fromarray(image),
-        mask_image=Image.fromarray((~subject).astype(np.uint8) * 255),  # white = repaint = background
-        height=height,  # the pipeline's default size comes from the UNet config, not the image
-        width=width,
+        seed=11,
         strength=strength,
         num_inference_steps=4,
         guidance_scale=5.0,
         negative_prompt="blurry",
-        generator=torch.Generator().manual_seed(11),
-        output_type="np",
-        callback_on_step_end=keep_latents,
-    ).images[0]
-    assert (result.latents - captured["latents"]).abs().max().item() <= 1e-3
-    assert _max_pixel_gap(result.images[0], np.rint(expected * 255).astype(np.uint8)) <= 1
+    )
+    assert (result.latents - latents).abs().max().item() <= 1e-3
+    assert _max_pixel_gap(result.images[0], pixels) <= 1
 
 
 # --- pixels and sizes --------------------------------------------------------------------------------------------

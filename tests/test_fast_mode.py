@@ -21,6 +21,7 @@ from serving.models.blended_sdxl import BlendedSDXLRunner, DiffusionRequest
 from serving.models.fast_models import FAMILIES, family_of, find_fast_model
 from serving.models.sdxl_builders import build_tiny_sdxl
 from serving.settings import Settings
+from tests.inpaint_oracle import inpaint_pipeline_edit
 
 PROMPT = "a misty pine forest at dawn, soft light"
 WIDTH, HEIGHT = 320, 256
@@ -146,7 +147,7 @@ def test_each_published_format_loads_through_the_real_profile(runners, files, na
 def diffusers_fast_inpaint(files, name: str, scene, strength: float) -> tuple[torch.Tensor, np.ndarray]:
     """What the model card's recipe gives in diffusers' inpaint pipeline: final latents and pixels."""
     import diffusers
-    from diffusers import StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
     from safetensors.torch import load_file
 
     pipe = StableDiffusionXLPipeline.from_pretrained(files["sdxl"])
@@ -159,30 +160,18 @@ def diffusers_fast_inpaint(files, name: str, scene, strength: float) -> tuple[to
         pipe.register_modules(unet=unet.eval())
     scheduler, overrides, guidance = CARDS[name]
     pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config, **overrides)
-    inpaint = StableDiffusionXLInpaintPipeline(**pipe.components)
-    inpaint.set_progress_bar_config(disable=True)
-    captured = {}
-
-    def keep_latents(_pipe, _step, _timestep, tensors):
-        captured["latents"] = tensors["latents"].clone()
-        return tensors
-
     image, subject = scene
-    pixels = inpaint(
+    return inpaint_pipeline_edit(
+        pipe.components,
+        image,
+        subject,
         PROMPT,
-        image=Image.fromarray(image),
-        mask_image=Image.fromarray((~subject).astype(np.uint8) * 255),
-        height=HEIGHT,
-        width=WIDTH,
+        seed=11,
         strength=strength,
         num_inference_steps=4,
         guidance_scale=guidance,
         negative_prompt="blurry",
-        generator=torch.Generator().manual_seed(11),
-        output_type="np",
-        callback_on_step_end=keep_latents,
-    ).images[0]
-    return captured["latents"], np.rint(pixels * 255).astype(np.uint8)
+    )
 
 
 @pytest.mark.parametrize(
@@ -352,9 +341,10 @@ def test_missing_or_unusable_fast_files_are_named_and_quality_still_loads(files,
     assert "not a .safetensors file" in find_fast_model(real(files, fast_model=pickled)).problem
     whole = tmp_path / "sdxl_lightning_4step.safetensors"
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2, 2)}, whole)
-    assert (
-        "is a whole SDXL checkpoint" in find_fast_model(real(files, fast_model=whole, fast_family="lightning")).problem
-    )
+    assert "is a whole SDXL checkpoint" in find_fast_model(real(files, fast_model=whole)).problem
+    hyper_unet = tmp_path / "Hyper-SDXL-1step-Unet.safetensors"
+    hyper_unet.write_bytes(files["lightning-unet"].read_bytes())
+    assert "at the one timestep 800" in find_fast_model(real(files, fast_model=hyper_unet)).problem
     folder = find_fast_model(real(files, fast_model=files["lcm-lora"].parent))
     assert folder.path == files["lcm-lora"] and folder.family.name == "LCM-LoRA"
 

@@ -106,8 +106,9 @@ FAMILIES: dict[str, FastFamily] = {
 }
 # Published names: the step count is in them, and the 1-step and CFG variants change the card's settings.
 _LIGHTNING_NAME = re.compile(r"sdxl_lightning_(?P<steps>\d+)step_(?:lora|unet)(?P<x0>_x0)?\.safetensors", re.I)
-_LORA_DOWN = re.compile(r"(lora_down|lora_A|lora\.down)(\.[\w-]+)?\.weight$")  # one key per layer of a LoRA
 _HYPER_NAME = re.compile(r"hyper-sdxl-(?P<steps>\d+)steps?(?P<cfg>-cfg)?-lora\.safetensors", re.I)
+_HYPER_UNET_NAME = re.compile(r"hyper-sdxl-1step-unet.*\.safetensors", re.I)
+_LORA_DOWN = re.compile(r"(lora_down|lora_A|lora\.down)(\.[\w-]+)?\.weight$")  # one key per layer of a LoRA
 
 
 def family_of(path: Path, family: str | None = None) -> FastFamily | None:
@@ -175,6 +176,15 @@ def find_fast_model(settings: Settings) -> FastModelFile:
         return FastModelFile(path, problem=problem)
     if problem := file_problem(path):
         return FastModelFile(path, problem=f"{problem}. Download it again.")
+    kind, problem = _kind_of(path, safetensors_shapes(path))
+    if problem:
+        return FastModelFile(path, problem=problem)
+    if _HYPER_UNET_NAME.fullmatch(path.name):
+        problem = (
+            f"{path.name} runs with LCMScheduler at the one timestep 800, which fast mode does not do: use "
+            f"Hyper-SDXL-1step-lora.safetensors or an N-step Hyper-SD LoRA"
+        )
+        return FastModelFile(path, problem=problem)
     family = family_of(path, settings.fast_family)
     if family is None:
         problem = (
@@ -182,8 +192,7 @@ def find_fast_model(settings: Settings) -> FastModelFile:
             f"{', '.join(FAMILIES)} (its scheduler and steps then follow that family's model card)"
         )
         return FastModelFile(path, problem=problem)
-    kind, problem = _kind_of(path, safetensors_shapes(path))
-    return FastModelFile(path, kind, family, problem)
+    return FastModelFile(path, kind, family)
 
 
 def _kind_of(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> tuple[str | None, str | None]:
