@@ -301,6 +301,8 @@ def test_every_scheduler_makes_the_steps_the_options_table_counts(runners, famil
             scheduler, timesteps = runner._timesteps(steps, strength, "fast")
             assert type(scheduler).__name__ == table[family].scheduler and scheduler.order == 1
             assert len(timesteps) == options.denoising_steps, (steps, strength)
+    # Built from SDXL's published config, as the cards do: DDIM, LCM and TCD read these keys Euler keeps unused.
+    assert (scheduler.config.clip_sample, scheduler.config.set_alpha_to_one) == (False, False)
 
 
 def test_lcm_refuses_more_steps_than_it_can_make_at_the_entrance():
@@ -501,3 +503,10 @@ def test_the_cli_takes_mode_fast_and_says_what_to_put_where_without_weights(file
     assert result.exit_code == 0, result.output
     assert "fast mode (sdxl_lightning_4step_unet.safetensors), 4 steps, guidance 0" in result.stdout
     assert (tmp_path / "out.png").is_file()
+
+
+def test_sequential_offload_turns_fast_mode_off_with_the_reason():
+    from serving.models.fast_models import load_fast_weights
+
+    fast, reason = load_fast_weights(Settings(), build_tiny_sdxl(seed=0), "tiny", "sequential")
+    assert fast is None and "MOODSHIFT_OFFLOAD=sequential" in reason and "use MOODSHIFT_OFFLOAD=model or none" in reason

@@ -47,10 +47,13 @@ def bench_diffusion(
 ) -> None:
     """Time seconds per step of the runner vs StableDiffusionXLInpaintPipeline, a batch vs single runs, peak memory;
     with --mode fast, in fast mode, and seconds per edit in fast vs quality mode."""
+    import torch
+
     from serving.bench.diffusion import format_table, run_diffusion_bench
     from serving.core.errors import InputError
     from serving.models.blended_sdxl import BlendedSDXLRunner
     from serving.models.errors import WeightsError
+    from serving.models.profiles import resolve_device
     from serving.settings import get_settings
 
     if size % 64:
@@ -59,15 +62,14 @@ def bench_diffusion(
         update={"diffusion_profile": profile, "device": device, "dtype": dtype, "working_pixels": size * size}
     )
     try:
+        if resolve_device(settings).type == "cpu":
+            # Random weights drive some activations to subnormal floats, which CPUs compute many times slower (GPUs
+            # do not): without this one scheduler's timesteps ran 10x slower than another's on the tiny UNet. Set
+            # before torch starts its thread pool, whose threads inherit it.
+            torch.set_flush_denormal(True)
         runner = BlendedSDXLRunner.from_settings(settings)
     except (WeightsError, RuntimeError) as exc:
         fail(str(exc))
-    if runner.device.type == "cpu":
-        # Random weights drive some activations to subnormal floats, which CPUs compute many times slower (GPUs
-        # flush them): without this, one scheduler's timesteps looked 10x slower than another's on the tiny UNet.
-        import torch
-
-        torch.set_flush_denormal(True)
     typer.echo(f"benchmarking {runner.model_name} on {runner.device} in {mode} mode ...", err=True)
     try:
         result = run_diffusion_bench(

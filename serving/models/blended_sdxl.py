@@ -207,7 +207,7 @@ class BlendedSDXLRunner:
 
         Requests with the same working size, mode, steps, strength and guidance share one UNet batch, each with its
         own prompt, mask and seeds; results equal single runs (up to float rounding of batched matmuls). Batches in
-        the mode the weights are in run first, so a mixed batch switches the weights at most once each way. With
+        the mode the weights are in run first, so a call holding both modes switches the weights once. With
         `return_exceptions`, a cancelled request yields its `CancelledError` in its place instead of raising.
         """
         import torch
