@@ -221,8 +221,8 @@ def test_generate_follows_the_job_and_saves_a_history_entry(studio, fake_service
     record = entry.record
     assert record.prompt == body["prompt"] and record.seeds == [42, 43]
     # Every option of the service's table is recorded (the negative prompt on its own: `record.negative_prompt`).
-    assert record.params == {"seed": 42, "steps": 3, "guidance": 7.0, "variants": 2, "edge": "matte", "feather": 4,
-                             "strength": 1.0, "shrink_steps": 0, "preview": True}  # fmt: skip
+    assert record.params == {"seed": 42, "mode": "quality", "steps": 3, "guidance": 7.0, "variants": 2, "edge": "matte",
+                             "feather": 4, "strength": 1.0, "shrink_steps": 0, "preview": True}  # fmt: skip
     assert record.timings["total_s"] == 0.02 and record.timings["wall_s"] > 0
     assert record.image_id == at.session_state.segmentation.image_id
     assert record.user_keyword == "forest" and record.keywords == ["calm", "warm", "soft"]
