@@ -22,6 +22,7 @@ import base64
 import copy
 import json
 import logging
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -100,8 +101,8 @@ def text_fields_of(service: Any) -> dict[str, frozenset[str]]:
     """Per API route, the body fields that are text: an uploaded form sends them as they are, and every other
     field as JSON text (numbers, lists, objects)."""
 
-    def is_text(annotation: Any) -> bool:
-        return annotation is str or str(annotation) in ("str | None", "typing.Optional[str]")
+    def is_text(annotation: Any) -> bool:  # str, or str | None
+        return annotation is str or set(typing.get_args(annotation)) == {str, type(None)}
 
     return {
         api.route: frozenset(name for name, field in api.input_spec.model_fields.items() if is_text(field.annotation))
