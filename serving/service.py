@@ -1,6 +1,6 @@
-"""BentoML services: SAM and blended SDXL as GPU services with adaptive batching, behind a gateway that speaks
-Moodshift's HTTP contract and calls Ollama. Typed APIs and composition only: the edit is `serving.pipeline`, jobs
-are `serving.jobs`, errors become HTTP answers in `serving.http_errors`.
+"""BentoML services: segmentation (the automatic subject and SAM) and blended SDXL as GPU services with adaptive
+batching, behind a gateway that speaks Moodshift's HTTP contract and calls Ollama. Typed APIs and composition only:
+the edit is `serving.pipeline`, jobs are `serving.jobs`, errors become HTTP answers in `serving.http_errors`.
 
 Serve with `python -m serving serve` (or `bentoml serve serving.service:Moodshift`). Models load in `__init__`
 with their imports, so `bentoml build` imports this module cheaply. The stage services can run on other machines:
@@ -26,28 +26,40 @@ from serving.settings import get_settings
 
 @bentoml.service(name="moodshift-segment", **stage_options("segment"))
 class SegmentationService:
-    """SAM: `encode` is adaptively batched (one encoder pass for concurrent new images); `segment` decodes clicks."""
+    """The automatic subject and SAM: `detect` (the salient model) and `encode` (SAM's encoder) are adaptively
+    batched, so concurrent new images share a batch; `segment` makes the mask from what they cached."""
 
     def __init__(self) -> None:
         from serving.backends import SegmentationBackend
-        from serving.models.sam import Segmenter
+        from serving.models.subject import SubjectFinder
 
-        self.backend = SegmentationBackend(Segmenter.from_settings(get_settings()))
+        finder = SubjectFinder.from_settings(get_settings())
+        finder.segmenter  # noqa: B018  load SAM now, not on the first click: ready means ready
+        self.backend = SegmentationBackend(finder)
 
     @bentoml.api(**batching("segment"))
     @raises_over_http
     def encode(self, images: list[WireArray]) -> list[Encoded]:
         return self.backend.encode(images)
 
-    @bentoml.api
+    @bentoml.api(**batching("segment"))
     @raises_over_http
-    def segment(self, image: WireArray, points: list[dict[str, Any]], box: list[float] | None = None) -> Segmented:
-        return self.backend.segment(image, points, box)
+    def detect(self, images: list[WireArray]) -> list[Encoded]:
+        return self.backend.detect(images)
 
     @bentoml.api
     @raises_over_http
-    def segment_cached(self, image_id: str, points: list[dict[str, Any]], box: list[float] | None = None) -> Segmented:
-        return self.backend.segment_cached(image_id, points, box)
+    def segment(
+        self, image: WireArray, points: list[dict[str, Any]], box: list[float] | None = None, auto: bool = False
+    ) -> Segmented:
+        return self.backend.segment(image, points, box, auto)
+
+    @bentoml.api
+    @raises_over_http
+    def segment_cached(
+        self, image_id: str, points: list[dict[str, Any]], box: list[float] | None = None, auto: bool = False
+    ) -> Segmented:
+        return self.backend.segment_cached(image_id, points, box, auto)
 
     @bentoml.api
     def info(self) -> dict:
@@ -129,20 +141,23 @@ class Moodshift:
         points: list[Point] = [],  # noqa: B006
         box: list[float] | None = None,
         image_id: str | None = None,
+        auto: bool = False,
     ) -> dict:
-        """Subject mask (base64 PNG, white = subject, same size as the image) for clicks and/or a box.
+        """Subject mask (base64 PNG, white = subject, same size as the image) and the `engine` that made it.
 
-        A repeat click may send the `image_id` of an earlier answer instead of the image: the upload is skipped
-        while the embedding is cached, and a 409 asks for the image again once it is not.
+        No points and no box: the automatic subject (a salient-object model). With `auto`, points and box refine the
+        automatic subject; without it they are SAM's prompts. A repeat click may send the `image_id` of an earlier
+        answer instead of the image: the upload is skipped while the image is cached, and a 409 asks for the image
+        again once it is not.
         """
         from serving.core.errors import InputError
         from serving.core.images import encode_png_base64
 
         clicks = [point.model_dump() for point in points]
         if image is not None:
-            result = self.pipeline.segment(self._image(image), clicks, box)
+            result = self.pipeline.segment(self._image(image), clicks, box, auto)
         elif image_id is not None:
-            result = self.pipeline.segment_by_id(image_id, clicks, box)
+            result = self.pipeline.segment_by_id(image_id, clicks, box, auto)
         else:
             raise InputError("no image: give the image (base64) or the image_id of an earlier /segment answer")
         return {
@@ -150,6 +165,7 @@ class Moodshift:
             "score": result.score,
             "image_id": result.image_id,
             "cached": result.cached,
+            "engine": result.engine,
         }
 
     @bentoml.api(route="/mood")
@@ -182,6 +198,7 @@ class Moodshift:
             subject_mask=subject_mask,
             points=[point.model_dump() for point in body.points] if body.points else None,
             box=body.box,
+            auto=bool(body.auto),
             prompt=body.prompt,
             user_keyword=body.user_keyword,
             keywords=body.keywords,

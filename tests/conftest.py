@@ -4,6 +4,7 @@ scikit-image."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +28,20 @@ def isolated_settings(monkeypatch, tmp_path_factory):
     yield
     get_settings.cache_clear()
     get_studio_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def u2netp() -> Path:
+    """The real U²-Netp the set-up installs (`scripts/setup.sh`). Missing in CI (CI=true) fails the test that needs
+    it; elsewhere it skips, saying how to install it."""
+    from serving.models.salient_weights import EMBEDDED_U2NETP, INSTALL_COMMAND, u2netp_problem
+
+    problem = u2netp_problem(EMBEDDED_U2NETP)
+    if problem and os.environ.get("CI"):
+        pytest.fail(f"the set-up did not install U²-Netp: {problem}")
+    if problem:
+        pytest.skip(f"needs the real U²-Netp ({INSTALL_COMMAND}): {problem}")
+    return EMBEDDED_U2NETP
 
 
 @pytest.fixture(scope="session")

@@ -73,13 +73,41 @@ def test_clicks_are_segmented_inside_the_edit(pipeline, coffee):
     assert np.array_equal(outcome.images[0][subject], coffee[subject])
 
 
+def test_an_edit_that_names_no_subject_keeps_the_automatic_subject(pipeline, coffee, u2netp):
+    prepared = pipeline.prepare_edit(coffee, prompt="a forest", options={"steps": 1})
+    assert prepared.auto and prepared.clicks.is_empty
+    stages = []
+    outcome = pipeline.run_edit(prepared, job_id="zero-click", on_stage=stages.append)
+    assert stages == ["segment", "diffusion"]
+    found = pipeline.segment(coffee, None, None)  # the same automatic subject, from the cache now
+    assert found.engine == "u2netp" and found.cached
+    assert 0.05 < found.mask.mean() < 0.6  # the cup and saucer, not the table
+    assert np.array_equal(outcome.images[0][found.mask], coffee[found.mask])
+
+
+def test_clicks_with_auto_edit_the_automatic_subject(pipeline, coffee, u2netp):
+    automatic = pipeline.segment(coffee, None, None).mask
+    refined = pipeline.segment(coffee, [(300, 200, 0)], None, auto=True)  # "not this": the cup's inside
+    assert refined.engine == "u2netp+clicks"  # tiny SAM has random weights: the map's regions, not SAM
+    assert automatic[200, 300] and not refined.mask[200, 300]
+    assert 0 < (automatic & ~refined.mask).sum() < automatic.sum() / 2  # a region under the click, not the subject
+
+
+def test_an_empty_automatic_subject_is_a_clear_input_error(pipeline, u2netp):
+    flat = np.full((64, 96, 3), 128, dtype=np.uint8)  # nothing stands out: the map is flat
+    prepared = pipeline.prepare_edit(flat, prompt="a forest", options={"steps": 1})
+    with pytest.raises(InputError, match=r"subject mask is empty.*\(mask by u2netp\): give points, a box or a mask"):
+        pipeline.run_edit(prepared, job_id="flat")
+
+
 @pytest.mark.parametrize(
     ("request_fields", "message"),
     [
         ({"prompt": "x", "options": {"steps": 0}}, "steps 0 must be an integer from 1 to 150"),
         ({"prompt": "x", "points": [(1, 1)]}, "either a mask or points/box"),
+        ({"prompt": "x", "auto": True}, "either a mask or points/box"),
         ({"options": {"steps": 2}}, "no prompt"),
-        ({"prompt": "x", "subject_mask": None}, "no subject"),
+        ({"prompt": "x", "subject_mask": None, "points": [(700, 1)]}, "outside the 600×400 image"),
     ],
 )
 def test_a_bad_request_is_refused_before_any_model_loads(coffee, subject, request_fields, message):
