@@ -100,12 +100,18 @@ def test_concurrent_new_images_share_an_encoder_batch(server):
     assert max(stats["segment"]["batch_sizes"]) > 1, stats["segment"]
 
 
-def test_bentoml_build_packs_the_code_and_no_weights(tmp_path):
+def test_bentoml_build_packs_the_code_and_only_the_embedded_salient_model(tmp_path):
+    """No weights go into the bento but the automatic subject's U²-Netp (so the image finds subjects offline)."""
     context = tmp_path / "context"
-    shutil.copytree(REPO / "serving", context / "serving", ignore=shutil.ignore_patterns("__pycache__"))
+    ignore = shutil.ignore_patterns("__pycache__", "*.onnx")
+    shutil.copytree(REPO / "serving", context / "serving", ignore=ignore)
     shutil.copy(REPO / "bentofile.yaml", context)
+    embedded = context / "serving" / "models" / "embedded"
+    embedded.mkdir(exist_ok=True)
+    (embedded / "u2netp.onnx").write_bytes(b"stand-in for U2-Netp")  # where the set-up installs it
     (context / "checkpoints").mkdir()
     (context / "checkpoints" / "sam_vit_h_4b8939.pth").write_bytes(b"weights" * 1000)
+    (context / "checkpoints" / "u2net.onnx").write_bytes(b"a larger salient model")
     (context / "tests").mkdir()
     (context / "tests" / "test_x.py").write_text("x = 1\n")
     home = tmp_path / "bentoml"
@@ -122,7 +128,12 @@ def test_bentoml_build_packs_the_code_and_no_weights(tmp_path):
     [bento] = [p for p in (home / "bentos" / "moodshift").iterdir() if p.is_dir()]
     files = {str(p.relative_to(bento)) for p in bento.rglob("*") if p.is_file()}
     assert {"bento.yaml", "src/serving/service.py", "src/serving/pipeline.py", "src/serving/models/sam.py"} <= files
-    assert not [f for f in files if "checkpoints" in f or f.endswith((".pth", ".safetensors")) or "tests/" in f]
+    assert "src/serving/models/embedded/u2netp.onnx" in files
+    assert (bento / "src/serving/models/embedded/u2netp.onnx").read_bytes() == b"stand-in for U2-Netp"
+    weights = (".pth", ".safetensors", ".onnx")
+    unwanted = [f for f in files if "checkpoints" in f or "tests/" in f or (f.endswith(weights) and "embedded/" not in f)]
+    assert unwanted == []
+    assert "onnxruntime" in (bento / "bento.yaml").read_text()
     assert "serving.service:Moodshift" in (bento / "bento.yaml").read_text()
 
 

@@ -43,7 +43,7 @@ class SalientSpec:
     about: str
 
 
-U2NETP = SalientSpec("u2netp", "u2netp.onnx", 320, *IMAGENET_NORMALISATION, "U²-Netp, 4.6 MB, Apache-2.0")
+U2NETP = SalientSpec("u2netp", "u2netp.onnx", 320, *IMAGENET_NORMALISATION, "U²-Netp, Apache-2.0")
 # Used instead of U²-Netp when present in checkpoints/, best first; rembg's file names.
 LARGER_SALIENT_MODELS = (
     SalientSpec("birefnet-general", "birefnet-general.onnx", 1024, *IMAGENET_NORMALISATION, "BiRefNet, MIT"),
