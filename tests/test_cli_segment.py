@@ -42,6 +42,29 @@ def test_segment_writes_the_same_mask_as_the_segmenter(tiny_profile, photo, tmp_
     assert np.array_equal(pixels == 255, expected)
 
 
+def test_segment_auto_writes_the_automatic_subject_without_loading_sam(monkeypatch, photo, tmp_path, coffee, u2netp):
+    from serving.models.subject import SubjectFinder
+    from serving.settings import Settings
+
+    monkeypatch.setenv("MOODSHIFT_PROFILE", "real")  # no SAM weights here: loading SAM would fail
+    out = tmp_path / "auto.png"
+    result = runner.invoke(app, ["segment", str(photo), "--auto", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "600×400" in result.stdout and "u2netp)" in result.stdout and "random weights" not in result.stdout
+    expected = SubjectFinder.from_settings(Settings(profile="tiny")).segment(coffee, auto=True).mask
+    assert np.array_equal(np.asarray(Image.open(out)) == 255, expected)
+    same = runner.invoke(app, ["segment", str(photo), "-o", str(tmp_path / "plain.png")])  # no clicks: automatic too
+    assert same.exit_code == 0 and Image.open(tmp_path / "plain.png").tobytes() == Image.open(out).tobytes()
+
+
+def test_segment_auto_with_clicks_refines_the_automatic_subject(tiny_profile, photo, tmp_path, u2netp):
+    out = tmp_path / "refined.png"
+    result = runner.invoke(app, ["segment", str(photo), "--auto", "--point", "300,200,0", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "u2netp+clicks)" in result.stdout and "random weights" not in result.stdout
+    assert not np.asarray(Image.open(out))[200, 300]
+
+
 def test_segment_with_a_box_on_an_exif_rotated_jpeg_has_the_displayed_size(tiny_profile, tmp_path, coffee):
     exif = Image.Exif()
     exif[0x0112] = 6
@@ -62,7 +85,6 @@ def test_segment_with_a_box_on_an_exif_rotated_jpeg_has_the_displayed_size(tiny_
         (["--point", "10,20,2"], "point 0 has label 2"),
         (["--point", "10,20,0.5"], "point 0 has label 0.5"),
         (["--point", "nan,20"], "point 0 x is nan"),
-        ([], "no clicks: give at least one point or a box"),
         (["--box", "50,50,10,10"], r"box \[50, 50, 10, 10\] needs x0 < x1"),
         (["--box", "1,2,3"], "--box '1,2,3' is not X0,Y0,X1,Y1"),
     ],

@@ -25,21 +25,27 @@ def _root() -> None:
     """Moodshift: new background, same subject. Settings come from MOODSHIFT_* variables (see README)."""
 
 
-def read_file(path: Path, what: str = "") -> bytes:
-    """A file's bytes, or a clear error naming it (`what`: "image " -> "cannot read image PATH")."""
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        fail(f"cannot read {what}{path}: {exc.strerror or exc}")
-        raise  # unreachable: fail exits
+class UnreadableImage(Exception):
+    """An image file that cannot be used; the message says why (the caller names the file)."""
 
 
-def read_image(path: Path, max_pixels: int):
-    """An upright RGB PIL image from a file (see `serving.core.images.load_image`), or a clear error."""
+def open_image(path: Path, max_pixels: int):
+    """An upright RGB PIL image from a file (see `serving.core.images.load_image`); `UnreadableImage` if not."""
     from serving.core.images import ImageInputError, load_image
 
-    data = read_file(path, "image ")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnreadableImage(f"cannot read image: {exc.strerror or exc}") from None
     try:
         return load_image(data, max_pixels)
     except ImageInputError as exc:
+        raise UnreadableImage(str(exc)) from None
+
+
+def read_image(path: Path, max_pixels: int):
+    """`open_image`, or a clear error naming the file."""
+    try:
+        return open_image(path, max_pixels)
+    except UnreadableImage as exc:
         fail(f"{path}: {exc}")

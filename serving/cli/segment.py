@@ -1,4 +1,5 @@
-"""`python -m serving segment IMAGE --point X,Y[,LABEL] ... [--box X0,Y0,X1,Y1] -o MASK.png`: one subject mask."""
+"""`python -m serving segment IMAGE [--auto] [--point X,Y[,LABEL] ...] [--box X0,Y0,X1,Y1] -o MASK.png`: one subject
+mask: the automatic subject (no clicks), refined by clicks with --auto, or SAM from the clicks."""
 
 from pathlib import Path
 from typing import Annotated
@@ -47,8 +48,17 @@ def segment(
         ),
     ] = None,
     box: Annotated[str | None, typer.Option("--box", metavar="X0,Y0,X1,Y1", help="Box around the subject.")] = None,
+    auto: Annotated[
+        bool,
+        typer.Option(
+            "--auto",
+            help="Start from the automatic subject (a salient-object model; what runs without clicks) and refine "
+            "it with the clicks/box, instead of SAM from the clicks alone.",
+        ),
+    ] = False,
 ) -> None:
-    """Write the subject mask of IMAGE for the given clicks and/or box (SAM, profile from MOODSHIFT_* settings)."""
+    """Write the subject mask of IMAGE: the automatic subject with no clicks (or --auto with clicks refining it),
+    else SAM from the clicks and/or box (models from the MOODSHIFT_* settings)."""
     import numpy as np
 
     from serving.core.errors import InputError
@@ -62,11 +72,12 @@ def segment(
     clicks = [parse_point(text) for text in points or []]
     box_values = None if box is None else parse_box(box)
     pipeline = Pipeline.in_process(settings)
+    auto = pipeline.wants_auto(clicks, box_values, auto)
     try:  # the clicks are checked before the model is built: a typo should not cost a model load
-        pipeline.check_clicks(picture.size, clicks, box_values)
+        pipeline.check_clicks(picture.size, clicks, box_values, auto)
         model = pipeline.segmentation.info()
-        result = pipeline.segment(np.asarray(picture), clicks, box_values)
-    except (InputError, WeightsError, RuntimeError) as exc:
+        result = pipeline.segment(np.asarray(picture), clicks, box_values, auto)
+    except (InputError, WeightsError, RuntimeError) as exc:  # RuntimeError: no CUDA, or no salient model
         fail(str(exc))
     subject_mask = result.mask
     try:
@@ -77,7 +88,7 @@ def segment(
     width, height = picture.size
     typer.echo(
         f"wrote {output} ({width}×{height}, subject {100 * subject_mask.mean():.1f}% of pixels, "
-        f"score {result.score:.3f}, {model['model']})"
+        f"score {result.score:.3f}, {result.engine})"
     )
-    if model["demo"]:
+    if model["demo"] and result.engine == model["model"]:  # SAM with random weights made this mask
         typer.echo("note: demo model with random weights; the mask is arbitrary (see `python -m serving weights`)")
