@@ -140,6 +140,18 @@ def test_bench_segment_reports_every_number(tiny_profile, tmp_path):
     assert numbers["later_over_first"] == pytest.approx(numbers["later_click_p50_ms"] / numbers["first_click_p50_ms"])
 
 
+def test_bench_segment_auto_times_the_automatic_subject_and_scores_it(tmp_path, u2netp):
+    out = tmp_path / "auto.json"
+    result = runner.invoke(
+        app, ["bench", "segment", "--auto", "--size", "320x240", "--repeats", "1", "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "automatic subject p50" in result.stdout and "IoU: horse of cat fur over the astronaut" in result.stdout
+    numbers = json.loads(out.read_text())
+    assert numbers["model"] == "u2netp" and numbers["image_size"] == [320, 240] and len(numbers["seconds"]) == 7
+    assert 0 < numbers["p50_s"] <= numbers["p95_s"] and min(numbers["iou"].values()) > 0.85
+
+
 def test_bench_rejects_a_bad_size(tiny_profile):
     result = runner.invoke(app, ["bench", "segment", "--size", "96by64"])
     assert result.exit_code == 2 and "--size '96by64' is not 2 positive integers" in result.stderr

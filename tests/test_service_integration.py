@@ -68,6 +68,51 @@ def test_segment_mood_prompt_edit_over_http(server, coffee):
     np.testing.assert_array_equal(result[mask], coffee[mask])
 
 
+def test_zero_click_segment_and_edit_over_http(server, coffee, u2netp):
+    photo = encode_png_base64(coffee)
+    segment = requests.post(f"{server}/segment", json={"image": photo}, timeout=60)
+    assert segment.status_code == 200, segment.text
+    assert segment.json()["engine"] == "u2netp"
+    subject = _decode_png(segment.json()["mask"]) > 127
+    assert subject[200, 300] and not subject[5, 5]
+    edit = requests.post(
+        f"{server}/edit", json={"image": photo, "prompt": "a forest", "steps": 2, "seed": 1}, timeout=120
+    )
+    assert edit.status_code == 200, edit.text
+    np.testing.assert_array_equal(_decode_png(edit.json()["images"][0])[subject], coffee[subject])
+    stats = requests.get(f"{server}/stats", timeout=30).json()["segment"]
+    assert stats["saliency_runs"] >= 1 and stats["detect_batch_sizes"]
+
+
+def test_cli_edits_a_folder_through_the_server_with_concurrency(server, coffee, astronaut, tmp_path, u2netp):
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, image in (("cup", coffee), ("astronaut", astronaut), ("cup-mirrored", coffee[:, ::-1])):
+        Image.fromarray(image).save(photos / f"{name}.png")
+    (photos / "notes.png").write_text("not a photo")
+    out = tmp_path / "out"
+    arguments = ["edit", *sorted(map(str, photos.iterdir())), "--keyword", "forest", "--steps", "2", "-o", f"{out}/"]
+    result = CliRunner().invoke(app, [*arguments, "--server", server, "--concurrency", "3"])
+    assert result.exit_code == 1, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut.png", "cup-mirrored.png", "cup.png"]
+    assert "notes.png: the service answered 400 on /edit_submit" in result.stderr
+    assert "3 edited, 1 failed, 0 skipped (already there) of 4 photos" in result.stdout
+    again = CliRunner().invoke(app, [*arguments, "--server", server])
+    assert again.exit_code == 1 and "0 edited, 1 failed, 3 skipped" in again.stdout
+
+
+def test_bench_folder_throughput_edits_fresh_photos_at_each_concurrency(server, u2netp):
+    from serving.bench.folder import folder_throughput, format_folder_table
+
+    results = folder_throughput(server, [1, 2], count=2, size=(160, 120), steps=1)
+    assert [(r.concurrency, r.photos, r.failed) for r in results] == [(1, 2, 0), (2, 2, 0)]
+    assert all(r.photos_per_s > 0 for r in results) and "2: " in format_folder_table(results)
+
+
 def test_sync_http_client_edit(server, astronaut):
     import bentoml
 
