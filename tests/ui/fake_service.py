@@ -2,11 +2,14 @@
 
 - /info: the service's own edit options table (`serving.core.edit_options`), with `option_defaults` in place of
   the `MOODSHIFT_DEFAULT_*` settings (or `options` rows given as they are), and the default `limits`.
-- /segment: the mask is a disc around each positive point minus a smaller disc around each negative one; images
-  are decoded and named (`image_id`) by the service's own functions, and a repeat click may send the id instead.
+- /segment: no points and no box (or `auto`) start from the "automatic subject", a centred ellipse; each positive
+  point adds a disc around it and each negative one removes a smaller disc (without `auto` the discs alone make the
+  mask). `engine` says which: fake-salient, fake-salient+clicks, fake-sam. Images are decoded and named
+  (`image_id`) by the service's own functions, and a repeat click may send the id instead.
 - /mood and /prompt: fixed answers (heuristic / template sources).
 - /edit_submit + /edit_status: options are checked as the service checks them; a job advances one step per status
-  poll; the result keeps the subject's pixels and paints the background a colour derived from the seed.
+  poll; the result keeps the subject's pixels (the mask, the clicks' mask, or the automatic subject) and paints the
+  background a colour derived from the seed.
 - Caller mistakes get the service's statuses: 400 (bad image, point outside it, bad option), 404 (unknown job),
   409 (an image_id no longer cached), 413 (an image over the pixel limit).
 - `fail[endpoint] = (status, message)` makes an endpoint answer with an error; `stop()` takes it down.
@@ -45,10 +48,19 @@ DEFAULT_LIMITS = {
 }
 
 
-def disc_mask(width: int, height: int, points: list[dict[str, Any]], radius: float) -> np.ndarray:
-    """HW bool: discs of `radius` around positive points, minus discs of radius/2 around negative points."""
+def automatic_subject(width: int, height: int) -> np.ndarray:
+    """The fake's automatic subject: a centred ellipse over the middle half of each side."""
     ys, xs = np.mgrid[0:height, 0:width]
-    mask = np.zeros((height, width), bool)
+    return ((xs - width / 2) / (width / 4)) ** 2 + ((ys - height / 2) / (height / 4)) ** 2 <= 1
+
+
+def disc_mask(
+    width: int, height: int, points: list[dict[str, Any]], radius: float, start: np.ndarray | None = None
+) -> np.ndarray:
+    """HW bool: `start` (or nothing) plus discs of `radius` around positive points, minus discs of radius/2 around
+    negative points."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    mask = np.zeros((height, width), bool) if start is None else start.copy()
     for point in points:
         if int(point.get("label", 1)) == 1:
             mask |= (xs - point["x"]) ** 2 + (ys - point["y"]) ** 2 <= radius**2
@@ -112,6 +124,8 @@ class FakeService:
     def __post_init__(self) -> None:
         self._jobs: dict[str, _Job] = {}
         self._images: dict[str, np.ndarray] = {}  # by image_id: what a repeat click may name instead of sending
+        # (image_id, auto) analysed so far: the service caches SAM's embedding and the automatic subject apart
+        self._analysed: set[tuple[str, bool]] = set()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -215,7 +229,12 @@ class FakeService:
         profile = "tiny" if self.demo_models else "real"
         return {
             "stages": {
-                "segment": {"profile": profile, "model": "fake-sam"},
+                "segment": {
+                    "profile": profile,
+                    "model": "fake-sam",
+                    "salient": {"model": "fake-salient", "file": "fake.onnx", "about": "fake", "problem": None},
+                    "clicks": "fake-salient+clicks",
+                },
                 "diffusion": {"profile": profile, "model": "fake-sdxl"},
                 "mood": {"model": "llava", "host": "http://127.0.0.1:9", "reachable": False},
                 "prompt": {"model": "llama2", "host": "http://127.0.0.1:9", "reachable": False},
@@ -232,30 +251,40 @@ class FakeService:
     def _image(self, data: str) -> np.ndarray:
         return _decode(data, int(self.limits["max_image_pixels"]))
 
-    def _mask(self, image: np.ndarray, points: list[dict[str, Any]]) -> np.ndarray:
+    def _mask(self, image: np.ndarray, points: list[dict[str, Any]], auto: bool) -> tuple[np.ndarray, str]:
+        """The mask of the clicks (starting from the automatic subject with `auto`) and its engine."""
         height, width = image.shape[:2]
-        return disc_mask(width, height, points, self.disc_radius_fraction * min(width, height))
+        start = automatic_subject(width, height) if auto else None
+        mask = disc_mask(width, height, points, self.disc_radius_fraction * min(width, height), start)
+        engine = "fake-sam" if not auto else "fake-salient+clicks" if points else "fake-salient"
+        return mask, engine
+
+    @staticmethod
+    def _starts_automatic(body: dict[str, Any]) -> bool:
+        """As the service decides: asked to (`auto`), or no points and no box."""
+        return bool(body.get("auto")) or (not body.get("points") and body.get("box") is None)
 
     def _segment(self, body: dict[str, Any]) -> dict[str, Any]:
-        points = body["points"]
-        if not points:
-            raise ValueError("no clicks: give at least one point or a box")
+        points = body.get("points") or []
+        auto = self._starts_automatic(body)
         if body.get("image") is not None:
             image = self._image(body["image"])
             image_id = image_id_of(image)
             with self._lock:
-                cached = image_id in self._images
+                cached = (image_id, auto) in self._analysed
                 self._images[image_id] = image
+                self._analysed.add((image_id, auto))
         else:
             image_id = str(body["image_id"])
             with self._lock:
-                image = self._images.get(image_id)
+                image = self._images.get(image_id) if (image_id, auto) in self._analysed else None
             if image is None:
                 raise NotCachedError(f"image_id {image_id!r} is not cached (any more): send the image itself")
             cached = True
         _check_points(points, image.shape[1], image.shape[0])
-        mask = self._mask(image, points)
-        return {"mask": _png_b64(mask.astype(np.uint8) * 255), "score": 0.9, "image_id": image_id, "cached": cached}
+        mask, engine = self._mask(image, points, auto)
+        mask_png = _png_b64(mask.astype(np.uint8) * 255)
+        return {"mask": mask_png, "score": 0.9, "image_id": image_id, "cached": cached, "engine": engine}
 
     def _mood(self, body: dict[str, Any]) -> dict[str, Any]:
         self._image(body["image"])
@@ -276,7 +305,7 @@ class FakeService:
             mask = Image.open(io.BytesIO(base64.b64decode(body["mask"]))).convert("L")
             subject = np.asarray(mask) >= 128
         else:
-            subject = self._mask(image, body["points"])
+            subject, _ = self._mask(image, body.get("points") or [], self._starts_automatic(body))
         images = []
         for seed in options.seeds:
             out = image.copy()

@@ -1,4 +1,5 @@
-"""Point prompts on the canvas and the live subject mask from /segment, drawn over the photo."""
+"""The subject mask drawn over the photo: the automatic subject as soon as a photo arrives, then refined by point
+prompts on the canvas (each click asks /segment again, starting from the automatic subject)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def _undo() -> None:
     _remount(st.session_state.points[:-1])
 
 
-def _clear() -> None:
+def _start_over() -> None:
     _remount([])
 
 
@@ -64,16 +65,14 @@ def _display_image(source: SourceImage, geometry: CanvasGeometry) -> Image.Image
 
 
 def _segment(source: SourceImage, points: list[Point], display: Image.Image) -> None:
-    """Ask /segment for the points' mask and prepare the overlay; errors keep the points and say why."""
+    """Ask /segment for the mask (the automatic subject refined by the points; none: the automatic subject itself)
+    and prepare the overlay; errors keep the points and say why."""
     state = st.session_state
-    if not any(point.label == POSITIVE for point in points):  # no subject point yet: nothing to segment
-        state.update(segmentation=None, mask_overlay=None, segment_error=None, segment_attempt=points)
-        return
     with st.spinner("Finding the subject…"):
         # Everything is recorded inside the block: a rerun requested meanwhile (another click) interrupts the
         # script at the spinner's exit, and the outcome must not be lost with it.
         try:
-            segmentation = get_client(state.service_url).segment(source.b64, [p.to_json() for p in points])
+            segmentation = get_client(state.service_url).segment(source.b64, [p.to_json() for p in points], auto=True)
         except ServiceError as exc:
             state.update(segmentation=None, mask_overlay=None, segment_error=exc, segment_attempt=points)
         else:
@@ -126,7 +125,13 @@ def render(source: SourceImage) -> None:
 
     with st.container(horizontal=True, vertical_alignment="center"):
         st.button("Undo", key="undo", icon=":material/undo:", on_click=_undo, disabled=not points)
-        st.button("Clear", key="clear", icon=":material/delete_sweep:", on_click=_clear, disabled=not points)
+        st.button(
+            "Start over from the automatic mask",
+            key="start_over",
+            icon=":material/restart_alt:",
+            on_click=_start_over,
+            disabled=not points,
+        )
         status = st.empty()
 
     if points != state.segment_attempt:
@@ -142,18 +147,23 @@ def render(source: SourceImage) -> None:
 
 def _status_line(points: list[Point]) -> None:
     state = st.session_state
+    segmentation = state.segmentation
+    if segmentation is None:  # still to come, or failed (the error shows below)
+        return
+    timing = f"{segmentation.elapsed_s * 1000:.0f} ms" + (" · no model rerun" if segmentation.cached else "")
+    made_by = f"made by {segmentation.engine or 'the service'}"
+    if not points:
+        if state.mask_coverage == 0:
+            st.caption(f"No subject found automatically ({made_by}): click on it.")
+        else:
+            st.caption(
+                f"Automatic subject · mask covers {state.mask_coverage:.0%} · {made_by} · {timing} · click to refine "
+                "it (*Not subject* cuts parts away)"
+            )
+        return
     positives = sum(point.label == POSITIVE for point in points)
     negatives = len(points) - positives
-    if not points:
-        st.caption("Click on the subject to mask it; switch to *Not subject* to cut parts away.")
-        return
     counts = f"{positives} subject · {negatives} not-subject point{'s' if negatives != 1 else ''}"
-    segmentation = state.segmentation
-    if segmentation is None:
-        st.caption(counts + (" · add a subject point" if positives == 0 else ""))
-        return
-    from_cache = " · embedding reused" if segmentation.cached else ""
     st.caption(
-        f"{counts} · mask covers {state.mask_coverage:.0%} · score {segmentation.score:.2f} · "
-        f"{segmentation.elapsed_s * 1000:.0f} ms{from_cache}"
+        f"{counts} · mask covers {state.mask_coverage:.0%} · {made_by} · score {segmentation.score:.2f} · {timing}"
     )
