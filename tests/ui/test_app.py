@@ -135,7 +135,8 @@ def test_undo_and_start_over(studio, fake_service, big_photo_png):
 
 def test_an_answer_is_kept_when_a_new_click_interrupts_the_run(studio, fake_service, big_photo_png, monkeypatch):
     """Regression: a rerun requested during a slow call stops the script at the spinner's exit; the mood and
-    mask that had arrived were lost and never asked for again (an empty mood box, no overlay, no error)."""
+    mask that had arrived were lost and never asked for again (an empty mood box, no overlay, no error). Here every
+    spinner during which an answer came from the service is cut at its exit."""
     import contextlib
 
     import streamlit
@@ -146,10 +147,12 @@ def test_an_answer_is_kept_when_a_new_click_interrupts_the_run(studio, fake_serv
 
     @contextlib.contextmanager
     def interrupted_spinner(*args, **kwargs):
+        asked = len(fake_service.requests)
         with real_spinner(*args, **kwargs):
             yield
-        interrupted.append(args[0])
-        raise StopException()  # what Streamlit raises at the next st call when a rerun is pending
+        if len(fake_service.requests) > asked:  # an answer arrived from the service during the spinner
+            interrupted.append(args[0])
+            raise StopException()  # what Streamlit raises at the next st call when a rerun is pending
 
     monkeypatch.setattr(streamlit, "spinner", interrupted_spinner)
     at = upload(studio, "big.png", big_photo_png)  # the automatic subject's answer arrives, the run is cut
@@ -162,6 +165,31 @@ def test_an_answer_is_kept_when_a_new_click_interrupts_the_run(studio, fake_serv
     assert at.session_state.segmentation is not None and at.session_state.mask_overlay is not None
     assert at.session_state.segmentation.engine == "fake-salient+clicks"
     assert len(fake_service.calls("/mood")) == 1 and len(fake_service.calls("/segment")) == 2  # none asked twice
+
+
+def test_an_answer_cut_before_it_is_recorded_is_not_asked_for_again(studio, fake_service, big_photo_png, monkeypatch):
+    """Regression: writing session_state is where Streamlit stops a run once a rerun is asked for (the canvas asks
+    for one as it reports its size), so the upload's /segment answer was lost there and every upload sent two."""
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    from ui.panels import points
+
+    real_overlay = points.overlay_mask
+    cuts = []
+
+    def cut_once(*args, **kwargs):
+        if not cuts:
+            cuts.append("cut")
+            raise StopException()  # as if state.update had found a rerun waiting
+        return real_overlay(*args, **kwargs)
+
+    monkeypatch.setattr(points, "overlay_mask", cut_once)
+    at = upload(studio, "big.png", big_photo_png)
+    at = at.run()
+    assert_no_exception(at)
+    assert cuts == ["cut"] and at.session_state.mask_overlay is not None
+    assert len(fake_service.calls("/segment")) == 1  # the answer waited for the next run
+    assert at.session_state["_segment_answers"] == {}  # and was forgotten once recorded
 
 
 def test_mood_and_prompt_preview(studio, fake_service, big_photo_png):

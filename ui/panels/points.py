@@ -9,6 +9,7 @@ import streamlit as st
 from PIL import Image
 from streamlit_drawable_canvas import st_canvas
 
+from ui.answers import answered_once
 from ui.canvas import (
     LABEL_COLORS,
     NEGATIVE,
@@ -22,7 +23,7 @@ from ui.canvas import (
     fit_canvas,
     points_to_drawing,
 )
-from ui.client import ServiceError, get_client
+from ui.client import Segmentation, ServiceError, get_client
 from ui.feedback import show_service_error
 from ui.overlay import mask_array, overlay_mask
 from ui.upload import SourceImage
@@ -68,13 +69,15 @@ def _segment(source: SourceImage, points: list[Point], display: Image.Image) -> 
     """Ask /segment for the mask (the automatic subject refined by the points; none: the automatic subject itself)
     and prepare the overlay; errors keep the points and say why."""
     state = st.session_state
-    with st.spinner("Finding the subject…"):
-        # Everything is recorded inside the block: a rerun requested meanwhile (another click) interrupts the
-        # script at the spinner's exit, and the outcome must not be lost with it.
-        try:
-            segmentation = get_client(state.service_url).segment(source.b64, [p.to_json() for p in points], auto=True)
-        except ServiceError as exc:
-            state.update(segmentation=None, mask_overlay=None, segment_error=exc, segment_attempt=points)
+    clicks = [point.to_json() for point in points]
+    request = (state.service_url, source.sha256, tuple(tuple(click.values()) for click in clicks))
+
+    def ask() -> Segmentation:
+        return get_client(state.service_url).segment(source.b64, clicks, auto=True)
+
+    with answered_once("_segment_answers", request, "Finding the subject…", ask) as segmentation:
+        if isinstance(segmentation, ServiceError):
+            state.update(segmentation=None, mask_overlay=None, segment_error=segmentation, segment_attempt=points)
         else:
             mask = Image.open(io.BytesIO(segmentation.mask_png))
             state.update(
