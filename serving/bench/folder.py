@@ -15,12 +15,15 @@ from PIL import Image
 
 @dataclass
 class FolderResult:
-    """One concurrency's run over the folder."""
+    """One concurrency's run over the folder, and the batches the service made meanwhile (the salient model's runs,
+    the diffusion stage's)."""
 
     concurrency: int
     photos: int
     failed: int
     seconds: float
+    detect_batches: list[int]
+    diffusion_batches: list[int]
 
     @property
     def photos_per_s(self) -> float:
@@ -63,17 +66,34 @@ def folder_throughput(
             photos = write_folder(Path(scratch) / f"in-{run}", count, size, first=1 + run * count)
             out = Path(scratch) / f"out-{concurrency}"
             jobs = [PhotoJob(photo, [out / photo.name]) for photo in photos]
+            before = _batches(url)
             began = time.perf_counter()
-            run_jobs(jobs, editor, concurrency)
+            run_jobs(jobs, editor, concurrency, quiet=True)
             seconds = time.perf_counter() - began
-            results.append(FolderResult(concurrency, count, sum(job.error is not None for job in jobs), seconds))
+            after = _batches(url)
+            failed = sum(job.error is not None for job in jobs)
+            new = [batches[len(earlier) :] for earlier, batches in zip(before, after, strict=True)]
+            results.append(FolderResult(concurrency, count, failed, seconds, *new))
     return results
 
 
+def _batches(url: str) -> tuple[list[int], list[int]]:
+    """The service's batch sizes so far (salient model, diffusion), from /stats: each list holds the last 100, so the
+    new ones of a run are its tail while a session stays under 100 batches."""
+    import requests
+
+    stats = requests.get(f"{url}/stats", timeout=30).json()
+    return list(stats["segment"].get("detect_batch_sizes", [])), list(stats["diffusion"]["batch_sizes"])
+
+
 def format_folder_table(results: list[FolderResult]) -> str:
-    lines = [f"{'concurrency':>11} {'photos':>6} {'failed':>6} {'seconds':>8} {'photos/s':>9}"]
+    header = f"{'concurrency':>11} {'photos':>6} {'failed':>6} {'seconds':>8} {'photos/s':>9}"
+    lines = [f"{header}  largest batches: salient / SDXL"]
     for r in results:
-        lines.append(f"{r.concurrency:>11} {r.photos:>6} {r.failed:>6} {r.seconds:>8.1f} {r.photos_per_s:>9.3f}")
+        largest = f"{max(r.detect_batches, default=0)} / {max(r.diffusion_batches, default=0)}"
+        lines.append(
+            f"{r.concurrency:>11} {r.photos:>6} {r.failed:>6} {r.seconds:>8.1f} {r.photos_per_s:>9.3f}  {largest}"
+        )
     if len(results) > 1:
         base = results[0].photos_per_s
         lines += [f"concurrency {r.concurrency}: {r.photos_per_s / base:.2f}× concurrency {results[0].concurrency}"

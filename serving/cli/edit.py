@@ -218,9 +218,9 @@ def _check_distinct(jobs: list[PhotoJob]) -> None:
             seen[path] = job.photo
 
 
-def run_jobs(jobs: list[PhotoJob], editor: Any, concurrency: int) -> None:
+def run_jobs(jobs: list[PhotoJob], editor: Any, concurrency: int, quiet: bool = False) -> None:
     """Edit every job's photo (`concurrency` at a time) under one progress bar; each job ends written or with its
-    `error`. An `EditorUnavailable` stops everything with that message."""
+    `error` (printed; `quiet`: only those). An `EditorUnavailable` stops everything with that message."""
     if not jobs:
         return
     lock = threading.Lock()
@@ -241,7 +241,7 @@ def run_jobs(jobs: list[PhotoJob], editor: Any, concurrency: int) -> None:
             while pending:
                 finished, _ = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    _report(pending.pop(future), future)
+                    _report(pending.pop(future), future, quiet)
                 with lock:
                     reached = round(100 * sum(job.done for job in jobs))
                 bar.update(reached - shown)
@@ -252,7 +252,7 @@ def run_jobs(jobs: list[PhotoJob], editor: Any, concurrency: int) -> None:
             fail(str(exc))
 
 
-def _report(job: PhotoJob, future: Future[Edited]) -> None:
+def _report(job: PhotoJob, future: Future[Edited], quiet: bool) -> None:
     """Say how one photo's edit ended; a failure is kept on the job (and printed) and the others go on."""
     job.done = 1.0
     try:
@@ -264,6 +264,8 @@ def _report(job: PhotoJob, future: Future[Edited]) -> None:
     except Exception as exc:  # one photo's unexpected failure (a model fault) must not lose the others' work
         job.error = f"{job.photo}: {type(exc).__name__}: {str(exc)[:300]}"
     else:
+        if quiet:
+            return
         height, width = edited.images[0].shape[:2]
         for path, seed in zip(job.outputs, edited.seeds, strict=True):
             typer.echo(f"\nwrote {path} ({width}×{height}, seed {seed})")
