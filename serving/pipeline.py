@@ -144,7 +144,7 @@ class Pipeline:
         self.settings = settings
         self.background = background
         self._working_pixels: int | None = None  # the diffusion stage's, asked once
-        self._clicks_engine: str | None = None  # what refines clicks on the automatic subject there, asked once
+        self._clicks_use_sam_there: bool | None = None  # the segmentation stage's, asked once
 
     @classmethod
     def in_process(cls, settings: Settings | None = None) -> Pipeline:
@@ -204,9 +204,11 @@ class Pipeline:
         return Segmentation.of(answer, cached=cached)
 
     def _clicks_use_sam(self) -> bool:
-        if self._clicks_engine is None:
-            self._clicks_engine = str(self.segmentation.info()["clicks"])
-        return not self._clicks_engine.endswith("+clicks")
+        """Whether SAM refines clicks on the automatic subject: the stage names SAM's model as its click engine."""
+        if self._clicks_use_sam_there is None:
+            info = self.segmentation.info()
+            self._clicks_use_sam_there = info["clicks"] == info["model"]
+        return self._clicks_use_sam_there
 
     def segment_by_id(self, image_id: str, points: Any, box: Any, auto: bool = False) -> Segmentation:
         """A repeat click by image id alone; `NotCachedError` when the image's segmentation is not cached."""
