@@ -165,6 +165,12 @@ def test_a_missing_or_damaged_model_is_named_everywhere(tmp_path, monkeypatch):
     result = runner.invoke(app, ["weights", "--no-sha256"])
     assert result.exit_code == 1 and "salient\n  weights" in result.output
     assert "u2netp.onnx is damaged (sha256" in result.stderr and "--install-salient` to replace it" in result.stderr
+    from serving.cli.serve import check_weights_or_fail
+    from serving.settings import get_settings
+
+    get_settings.cache_clear()
+    [line] = [line for line in check_weights_or_fail() if line.startswith("automatic subject")]
+    assert line.startswith("automatic subject: not available, zero-click requests will fail:") and "damaged" in line
     named = Settings(salient_model=tmp_path / "mine.onnx")
     assert "salient-object model not found at" in find_salient(named).problem
 
