@@ -127,24 +127,11 @@ def test_a_bad_request_is_refused_before_any_model_loads(coffee, subject, reques
 def test_with_sam_weights_only_a_click_makes_the_pipeline_encode_the_image_for_sam(coffee, u2netp):
     from serving.backends import SegmentationBackend
     from serving.models.ollama_stage import PromptStage
-    from serving.models.profiles import ResolvedProfile
-    from serving.models.salient import SalientDetector
-    from serving.models.salient_weights import find_salient
-    from serving.models.sam import Segmenter
-    from serving.models.sam_builders import build_tiny_sam
-    from serving.models.subject import SubjectFinder
     from serving.settings import get_settings
+    from tests.stand_ins import finder_with_real_sam
 
     settings = get_settings()
-    sam = Segmenter(build_tiny_sam(seed=0), model_name="sam-vit_b")  # stands in for real SAM weights
-    salient = find_salient(settings)
-    finder = SubjectFinder(
-        SalientDetector.load(salient),
-        lambda: sam,
-        salient=salient,
-        sam_profile=ResolvedProfile("real"),
-        sam_name="sam-vit_b",
-    )
+    finder, sam = finder_with_real_sam()
     pipeline = Pipeline(SegmentationBackend(finder), None, PromptStage(settings), settings)
     automatic = pipeline.segment(coffee, None, None)
     assert (automatic.engine, automatic.cached, sam.encoder_passes) == ("u2netp", False, 0)  # no click: no SAM

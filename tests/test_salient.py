@@ -16,13 +16,12 @@ from serving.core.errors import InternalError, NotCachedError
 from serving.core.saliency import subject_box
 from serving.models import salient_weights
 from serving.models.errors import WeightsError
-from serving.models.profiles import ResolvedProfile
-from serving.models.salient import SalientDetector
 from serving.models.salient_weights import U2NETP_MEMBER, find_salient, install_u2netp, spec_for_file
 from serving.models.sam import Segmenter
 from serving.models.sam_builders import build_tiny_sam
 from serving.models.subject import SubjectFinder
 from serving.settings import Settings
+from tests.stand_ins import finder_with_real_sam
 
 runner = CliRunner()
 
@@ -191,7 +190,7 @@ def test_without_sam_weights_clicks_edit_the_map_under_them(finder, astronaut):
 
 
 def test_with_sam_weights_clicks_go_to_sam_with_a_box_around_the_automatic_subject(u2netp, astronaut):
-    tiny = Segmenter(build_tiny_sam(seed=0), model_name="sam-vit_b")  # stands in for real SAM weights
+    finder, tiny = finder_with_real_sam()
     prompts = []
     segment = tiny.segment
 
@@ -200,14 +199,6 @@ def test_with_sam_weights_clicks_go_to_sam_with_a_box_around_the_automatic_subje
         return segment(image, points, box)
 
     tiny.segment = spy
-    salient = find_salient(Settings())
-    finder = SubjectFinder(
-        SalientDetector.load(salient),
-        lambda: tiny,
-        salient=salient,
-        sam_profile=ResolvedProfile("real"),
-        sam_name="sam-vit_b",
-    )
     automatic = finder.segment(astronaut, auto=True).mask
     refined = finder.segment(astronaut, [(410, 80, 1)], auto=True)
     assert refined.engine == "sam-vit_b" and finder.clicks_engine == "sam-vit_b"
