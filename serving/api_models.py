@@ -35,7 +35,8 @@ EditOptionsBody = create_model(
 
 
 class EditBody(EditOptionsBody):  # type: ignore[misc, valid-type]
-    """The body of /edit and /edit_submit: the photo, what to keep (mask or clicks), what to write, options."""
+    """The body of /edit and /edit_submit: the photo, what to keep (mask, clicks, or nothing: the automatic
+    subject), what to write, options."""
 
     image: str | None = Field(None, description="The photo, base64 PNG/JPEG (or a file upload).")
     image_id: str | None = Field(None, description="Instead of the image: the image_id of an earlier answer.")
@@ -43,6 +44,11 @@ class EditBody(EditOptionsBody):  # type: ignore[misc, valid-type]
     points: list[Point] | None = Field(None, description="Clicks to segment the subject with (instead of mask).")
     box: list[float] | None = Field(
         None, description="Box [x0, y0, x1, y1] around the subject (with/instead of points)."
+    )
+    auto: bool = Field(
+        False,
+        description="Start from the automatic subject (a salient-object model) and refine it with the points/box. "
+        "Without a mask, points or box the subject is found automatically anyway.",
     )
     prompt: str | None = Field(None, description="The SDXL prompt; or give user_keyword to have one written.")
     user_keyword: str | None = Field(None, description="Your word (forest, galaxy...) for the prompt writer.")

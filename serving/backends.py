@@ -19,7 +19,7 @@ from serving.core.wire import WireArray
 if TYPE_CHECKING:
     from serving.models.blended_sdxl import BlendedSDXLRunner
     from serving.models.preview_decoder import PreviewDecoder
-    from serving.models.sam import Segmenter
+    from serving.models.subject import SubjectFinder
     from serving.settings import Settings
 
 
@@ -33,7 +33,7 @@ def _profile_entry(profile: Any, model_name: str) -> dict[str, Any]:
 
 
 class Encoded(BaseModel):
-    """An image put in the embedding cache: its id, and whether it was there already."""
+    """An image put in a cache (SAM's embeddings, or the automatic subjects): its id, and whether it was there."""
 
     image_id: str
     cached: bool
@@ -45,8 +45,9 @@ class Segmented(BaseModel):
     mask: WireArray
     score: float
     image_id: str
-    cached: bool  # the embedding was reused: no image encoder ran
+    cached: bool  # what the image needed was reused: no image model (salient model, SAM's encoder) ran
     used_mask_input: bool  # the previous click's logits refined this mask
+    engine: str  # what made the mask: the salient model ("u2netp"), SAM ("sam-vit_h"), or "u2netp+clicks"
 
 
 class DiffusionJob(BaseModel):
@@ -83,24 +84,35 @@ class JobProgress(BaseModel):
 
 
 class SegmentationBackend:
-    """SAM: batched encoding into the embedding cache, then cheap per-click decoding."""
+    """The automatic subject and SAM: batched salient-model runs and SAM encodes into their caches, then cheap
+    per-click masks on top of them."""
 
-    def __init__(self, segmenter: Segmenter) -> None:
-        self.segmenter = segmenter
+    def __init__(self, finder: SubjectFinder) -> None:
+        self.finder = finder
 
     def encode(self, images: list[WireArray]) -> list[Encoded]:
-        """Cache the embeddings of several HWC uint8 images in one encoder pass."""
-        encoded = self.segmenter.encode_batch([image.to_numpy() for image in images])
+        """Cache the SAM embeddings of several HWC uint8 images in one encoder pass."""
+        encoded = self.finder.segmenter.encode_batch([image.to_numpy() for image in images])
         return [Encoded(image_id=e.image_id, cached=e.cached) for e in encoded]
 
-    def segment(self, image: WireArray, points: list[dict[str, Any]], box: list[float] | None) -> Segmented:
-        """Subject mask for clicks/box on an upright RGB image, with score, image id and cache use."""
-        return self._answer(self.segmenter.segment(image.to_numpy(), points, box))
+    def detect(self, images: list[WireArray]) -> list[Encoded]:
+        """Cache the automatic subjects of several HWC uint8 images (the salient model's maps)."""
+        found = self.finder.detect_batch([image.to_numpy() for image in images])
+        return [Encoded(image_id=f.image_id, cached=f.cached) for f in found]
 
-    def segment_cached(self, image_id: str, points: list[dict[str, Any]], box: list[float] | None) -> Segmented:
-        """`segment` by image id (no pixels sent); `NotCachedError` when its embedding is not cached, `ClickError`
+    def segment(
+        self, image: WireArray, points: list[dict[str, Any]], box: list[float] | None, auto: bool = False
+    ) -> Segmented:
+        """Subject mask of an upright RGB image: the automatic subject refined by clicks/box when `auto`, else SAM
+        from the clicks/box; with score, image id and cache use."""
+        return self._answer(self.finder.segment(image.to_numpy(), points, box, auto))
+
+    def segment_cached(
+        self, image_id: str, points: list[dict[str, Any]], box: list[float] | None, auto: bool = False
+    ) -> Segmented:
+        """`segment` by image id (no pixels sent); `NotCachedError` when what it needs is not cached, `ClickError`
         for a click outside the image (only this side knows the image's size)."""
-        return self._answer(self.segmenter.segment_cached(image_id, points, box))
+        return self._answer(self.finder.segment_cached(image_id, points, box, auto))
 
     @staticmethod
     def _answer(result) -> Segmented:
@@ -110,21 +122,31 @@ class SegmentationBackend:
             image_id=result.image_id,
             cached=result.cached,
             used_mask_input=result.used_mask_input,
+            engine=result.engine,
         )
 
     def info(self) -> dict[str, Any]:
+        """SAM's profile and model, the device, the salient model (`salient`) and what refines clicks (`clicks`)."""
         import torch
 
-        entry = _profile_entry(self.segmenter.profile, self.segmenter.model_name)
+        finder = self.finder
+        salient = finder.salient
         return {
-            **entry,
-            "device": str(self.segmenter.device),
-            "dtype": str(self.segmenter.dtype).split(".")[-1],
+            **_profile_entry(finder.sam_profile, finder.sam_name),
+            "device": finder.device,
+            "dtype": finder.dtype,
             "torch": torch.__version__,
+            "salient": {
+                "model": salient.spec.name if finder.detector is not None else None,
+                "file": str(salient.path),
+                "about": salient.spec.about,
+                "problem": finder.detector_problem,
+            },
+            "clicks": finder.clicks_engine,
         }
 
     def stats(self) -> dict[str, Any]:
-        return {**self.segmenter.stats(), "batch_sizes": list(self.segmenter.batch_sizes)[-100:]}
+        return self.finder.stats()
 
 
 class DiffusionBackend:

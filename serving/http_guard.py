@@ -22,6 +22,7 @@ import base64
 import copy
 import json
 import logging
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -100,8 +101,8 @@ def text_fields_of(service: Any) -> dict[str, frozenset[str]]:
     """Per API route, the body fields that are text: an uploaded form sends them as they are, and every other
     field as JSON text (numbers, lists, objects)."""
 
-    def is_text(annotation: Any) -> bool:
-        return annotation is str or str(annotation) in ("str | None", "typing.Optional[str]")
+    def is_text(annotation: Any) -> bool:  # str, or str | None
+        return annotation is str or set(typing.get_args(annotation)) == {str, type(None)}
 
     return {
         api.route: frozenset(name for name, field in api.input_spec.model_fields.items() if is_text(field.annotation))
@@ -200,7 +201,7 @@ class RequestGuardMiddleware:
             await self._call_app(scope, _replay(b"{}", receive), send)
             return
         if scope["method"] == "GET" and scope["path"] == OPENAPI_PATH:
-            await self._call_app(scope, receive, _OpenAPIRewritingSend(send))
+            await self._call_app(scope, receive, _openapi_rewriting_send(send))
             return
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if scope["method"] == "POST" and media_type not in BODY_TYPES:
@@ -252,7 +253,7 @@ class RequestGuardMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, _ErrorRewritingSend(tracking_send))
+            await self.app(scope, receive, _error_rewriting_send(tracking_send))
         except Exception as exc:
             if started:
                 raise  # too late for an error response; the server closes the connection
@@ -310,26 +311,27 @@ def _replay(body: bytes, receive):
     return replaying_receive
 
 
-class _ErrorRewritingSend:
-    """Buffers a JSON 4xx response so its body can be rewritten; everything else passes straight through."""
+class _RewritingSend:
+    """Buffers a response that `wanted(start message)` picks and sends it with its body replaced by
+    `rewrite(status, body)`; every other response passes straight through."""
 
-    def __init__(self, send) -> None:
+    def __init__(self, send, wanted: Callable[[dict[str, Any]], bool], rewrite: Callable[[int, bytes], bytes]) -> None:
         self.send = send
+        self.wanted = wanted
+        self.rewrite = rewrite
         self.start: dict[str, Any] | None = None
         self.chunks: list[bytes] = []
 
     async def __call__(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
-            headers = dict(message.get("headers") or [])
-            is_json = headers.get(b"content-type", b"").startswith(b"application/json")
-            if 400 <= message["status"] < 500 and is_json:
+            if self.wanted(message):
                 self.start = message
                 return
         elif message["type"] == "http.response.body" and self.start is not None:
             self.chunks.append(message.get("body", b""))
             if message.get("more_body"):
                 return
-            body = rewrite_error_body(self.start["status"], b"".join(self.chunks))
+            body = self.rewrite(self.start["status"], b"".join(self.chunks))
             headers = [(k, v) for k, v in self.start.get("headers", []) if k.lower() != b"content-length"]
             headers.append((b"content-length", str(len(body)).encode()))
             await self.send({**self.start, "headers": headers})
@@ -339,26 +341,20 @@ class _ErrorRewritingSend:
         await self.send(message)
 
 
-class _OpenAPIRewritingSend:
-    """Buffers the OpenAPI document and sends it with the upload forms added (`with_file_uploads`)."""
+def _is_json_4xx(start: dict[str, Any]) -> bool:
+    content_type = dict(start.get("headers") or []).get(b"content-type", b"")
+    return 400 <= start["status"] < 500 and content_type.startswith(b"application/json")
 
-    def __init__(self, send) -> None:
-        self.send = send
-        self.start: dict[str, Any] | None = None
-        self.chunks: list[bytes] = []
 
-    async def __call__(self, message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            self.start = message
-            return
-        self.chunks.append(message.get("body", b""))
-        if message.get("more_body"):
-            return
-        body = b"".join(self.chunks)
-        if self.start is not None and self.start["status"] == 200:
-            body = json.dumps(with_file_uploads(json.loads(body))).encode()
-        start = self.start or {"type": "http.response.start", "status": 200, "headers": []}
-        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-        headers.append((b"content-length", str(len(body)).encode()))
-        await self.send({**start, "headers": headers})
-        await self.send({"type": "http.response.body", "body": body})
+def _error_rewriting_send(send) -> _RewritingSend:
+    """BentoML's 4xx JSON bodies rewritten to `{"error": ...}` naming the problem (`rewrite_error_body`)."""
+    return _RewritingSend(send, _is_json_4xx, rewrite_error_body)
+
+
+def _openapi_rewriting_send(send) -> _RewritingSend:
+    """The OpenAPI document sent with the upload forms added (`with_file_uploads`)."""
+    return _RewritingSend(
+        send,
+        lambda start: start["status"] == 200,
+        lambda _status, body: json.dumps(with_file_uploads(json.loads(body))).encode(),
+    )

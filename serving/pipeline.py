@@ -2,8 +2,9 @@
 
 Every edit runs through here: the service (over its stage services), the CLI (in-process) and the benchmarks.
 `prepare_edit` is the entrance: it checks the whole request (the options against the options table, the clicks,
-the mask, the text) before any model runs, so a mistake is an `InputError` naming the bad value. `run_edit` runs
-the stages, reporting each stage and step k of n, and stops when the caller's cancel check says so.
+the mask, the text) before any model runs, so a mistake is an `InputError` naming the bad value. A request that
+names no subject (no mask, no clicks, no box) gets the automatic subject: a salient-object model finds it.
+`run_edit` runs the stages, reporting each stage and step k of n, and stops when the caller's cancel check says so.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ class LazyStage:
 
 @dataclass
 class PreparedEdit:
-    """A checked edit: the photo, what to keep (a mask, or clicks to segment), what to write, and its options.
+    """A checked edit: the photo, what to keep (a mask, or clicks to segment; `auto`: starting from the automatic
+    subject), what to write, and its options.
 
     `subject_prior`: an uploaded mask's grey levels (float32 in [0, 1]) when it has any: the matte's prior.
     """
@@ -80,6 +82,7 @@ class PreparedEdit:
     image_id: str
     subject_mask: np.ndarray | None
     clicks: Clicks | None
+    auto: bool
     prompt: str | None
     user_keyword: str | None
     keywords: list[str] | None
@@ -95,18 +98,20 @@ class PreparedEdit:
 
 @dataclass(frozen=True)
 class Segmentation:
-    """A subject mask (bool HxW, the image's size), SAM's score, the image's id and whether its embedding was
-    cached (no image encoder ran)."""
+    """A subject mask (bool HxW, the image's size), its score, the image's id, whether what the image needed was
+    cached (no image model ran), and the engine that made it ("u2netp", "sam-vit_h", "u2netp+clicks")."""
 
     mask: np.ndarray
     score: float
     image_id: str
     cached: bool
+    engine: str
 
     @classmethod
     def of(cls, answer: Segmented, cached: bool | None = None) -> Segmentation:
         """From the segmentation stage's answer (`cached`: overrides it, for an image just encoded)."""
-        return cls(answer.mask.to_numpy(), answer.score, answer.image_id, answer.cached if cached is None else cached)
+        cached = answer.cached if cached is None else cached
+        return cls(answer.mask.to_numpy(), answer.score, answer.image_id, cached, answer.engine)
 
 
 @dataclass
@@ -157,18 +162,19 @@ class Pipeline:
         self.settings = settings
         self.background = background
         self._diffusion_info: dict[str, Any] | None = None  # the diffusion stage's, asked once
+        self._clicks_use_sam_there: bool | None = None  # the segmentation stage's, asked once
 
     @classmethod
     def in_process(cls, settings: Settings | None = None) -> Pipeline:
         """Every stage in this process, from the settings; each model loads when its stage is first used."""
         from serving.backends import DiffusionBackend, SegmentationBackend
         from serving.models.ollama_stage import PromptStage
-        from serving.models.sam import Segmenter
+        from serving.models.subject import SubjectFinder
         from serving.settings import get_settings
 
         settings = settings or get_settings()
         return cls(
-            LazyStage(lambda: SegmentationBackend(Segmenter.from_settings(settings))),
+            LazyStage(lambda: SegmentationBackend(SubjectFinder.from_settings(settings))),
             LazyStage(lambda: DiffusionBackend.from_settings(settings)),
             PromptStage(settings),
             settings,
@@ -176,47 +182,73 @@ class Pipeline:
 
     # --- segmentation ---------------------------------------------------------------------------------
 
-    def check_clicks(self, image_size: tuple[int, int], points: Any, box: Any) -> Clicks:
-        """Clicks and box checked against an image of `image_size` (width, height): `ClickError` when unusable."""
-        return validate_clicks(points, box, image_size, self.settings.max_points)
+    def check_clicks(self, image_size: tuple[int, int], points: Any, box: Any, auto: bool = False) -> Clicks:
+        """Clicks and box checked against an image of `image_size` (width, height): `ClickError` when unusable.
+        With `auto` (they refine the automatic subject) none at all is fine."""
+        return validate_clicks(points, box, image_size, self.settings.max_points, required=not auto)
 
-    def segment(self, image: np.ndarray, points: Any, box: Any, image_id: str | None = None) -> Segmentation:
-        """Subject mask for clicks/box (`image_id`: the image's, when known). The clicks are checked here first, so
-        a bad click never reaches SAM."""
-        clicks = self.check_clicks((image.shape[1], image.shape[0]), points, box)
-        return self._segment_checked(image, clicks, image_id)
+    @staticmethod
+    def wants_auto(points: Any, box: Any, auto: bool) -> bool:
+        """Whether a request starts from the automatic subject: asked to, or naming no subject at all."""
+        return auto or (not points and box is None)
 
-    def _segment_checked(self, image: np.ndarray, clicks: Clicks, image_id: str | None = None) -> Segmentation:
+    def segment(
+        self, image: np.ndarray, points: Any, box: Any, auto: bool = False, image_id: str | None = None
+    ) -> Segmentation:
+        """Subject mask for clicks/box, or the automatic subject refined by them (`auto`, or none given); `image_id`:
+        the image's, when known. The clicks are checked here first, so a bad click never reaches a model."""
+        auto = self.wants_auto(points, box, auto)
+        clicks = self.check_clicks((image.shape[1], image.shape[0]), points, box, auto)
+        return self._segment_checked(image, clicks, auto, image_id)
+
+    def _segment_checked(
+        self, image: np.ndarray, clicks: Clicks, auto: bool, image_id: str | None = None
+    ) -> Segmentation:
         points = [point.model_dump() for point in clicks.points]
         box = list(clicks.box) if clicks.box else None
         # A repeat click sends only the image id: the pixels cross to the segmentation service once per image.
         try:
-            return Segmentation.of(self.segmentation.segment_cached(image_id or image_id_of(image), points, box))
+            return Segmentation.of(self.segmentation.segment_cached(image_id or image_id_of(image), points, box, auto))
         except NotCachedError:
             pass
-        # Encoding goes through its own call so the service can batch it with other users' new images.
+        # The image models run through their own calls so the service can batch them with other users' new images:
+        # the salient model for the automatic subject, SAM's encoder for clicks that SAM turns into the mask.
         pixels = WireArray.of(image)
-        [encoded] = self.segmentation.encode([pixels])
-        answer = self.segmentation.segment(pixels, points, box)
-        return Segmentation.of(answer, cached=encoded.cached)
+        cached = True
+        if auto:
+            [found] = self.segmentation.detect([pixels])
+            cached = found.cached
+        if not clicks.is_empty and (not auto or self._clicks_use_sam()):
+            [encoded] = self.segmentation.encode([pixels])
+            cached = cached and encoded.cached
+        answer = self.segmentation.segment(pixels, points, box, auto)
+        return Segmentation.of(answer, cached=cached)
 
     def check_subject(
-        self, image: np.ndarray, subject_mask: np.ndarray | None, points: Any, box: Any
-    ) -> tuple[np.ndarray | None, np.ndarray | None, Clicks | None]:
-        """What to keep, checked against the image: (bool mask, its grey levels when soft, None) for a mask,
-        (None, None, clicks) for clicks and/or a box. `InputError` for neither, both, or a bad one."""
+        self, image: np.ndarray, subject_mask: np.ndarray | None, points: Any, box: Any, auto: bool = False
+    ) -> tuple[np.ndarray | None, np.ndarray | None, Clicks | None, bool]:
+        """What to keep, checked against the image: (bool mask, its grey levels when soft, None, False) for a mask;
+        (None, None, clicks, auto) for clicks and/or a box, or for nothing (the automatic subject, auto True).
+        `InputError` for a mask with clicks, or a bad one."""
         if subject_mask is not None:
-            if points or box is not None:
-                raise InputError("give either a mask or points/box, not both")
+            if points or box is not None or auto:
+                raise InputError("give either a mask or points/box (or auto), not both")
             prior = subject_mask.astype(np.float32) if is_soft(subject_mask) else None
-            return check_subject_mask(subject_mask, image.shape), prior, None
-        if not points and box is None:
-            raise InputError("no subject: give a mask, or points/box to segment the subject")
-        return None, None, self.check_clicks((image.shape[1], image.shape[0]), points, box)
+            return check_subject_mask(subject_mask, image.shape), prior, None, False
+        auto = self.wants_auto(points, box, auto)
+        return None, None, self.check_clicks((image.shape[1], image.shape[0]), points, box, auto), auto
 
-    def segment_by_id(self, image_id: str, points: Any, box: Any) -> Segmentation:
-        """A repeat click by image id alone; `NotCachedError` when the embedding is not cached."""
-        return Segmentation.of(self.segmentation.segment_cached(image_id, list(points or []), box))
+    def _clicks_use_sam(self) -> bool:
+        """Whether SAM refines clicks on the automatic subject: the stage names SAM's model as its click engine."""
+        if self._clicks_use_sam_there is None:
+            info = self.segmentation.info()
+            self._clicks_use_sam_there = info["clicks"] == info["model"]
+        return self._clicks_use_sam_there
+
+    def segment_by_id(self, image_id: str, points: Any, box: Any, auto: bool = False) -> Segmentation:
+        """A repeat click by image id alone; `NotCachedError` when the image's segmentation is not cached."""
+        auto = self.wants_auto(points, box, auto)
+        return Segmentation.of(self.segmentation.segment_cached(image_id, list(points or []), box, auto))
 
     # --- mood and prompt --------------------------------------------------------------------------------
 
@@ -240,15 +272,18 @@ class Pipeline:
         keywords: list[str] | None = None,
         options: Mapping[str, Any] | None = None,
         image_id: str | None = None,
+        auto: bool = False,
     ) -> PreparedEdit:
         """Check an edit request completely, before any model runs, and fix its seeds.
 
-        `options`: edit options by name (absent or None = the settings' default; in mode fast, steps and guidance
-        default to the few-step model's); `image_id`: the image's, when already known. Raises `InputError` (or a
-        subclass) naming the first bad value; mode fast without few-step weights names the file to add.
+        The subject: `subject_mask` (grey levels are a soft prior), or `points`/`box` (SAM's prompts; with `auto`,
+        refining the automatic subject), or nothing: the automatic subject. `options`: edit options by name (absent
+        or None = the settings' default; in mode fast, steps and guidance default to the few-step model's);
+        `image_id`: the image's, when already known. Raises `InputError` (or a subclass) naming the first bad value;
+        mode fast without few-step weights names the file to add.
         """
         checked_options = check_edit_options(options or {}, self.settings.edit_defaults(), self._mode_rules)
-        subject_mask, subject_prior, clicks = self.check_subject(image, subject_mask, points, box)
+        subject_mask, subject_prior, clicks, auto = self.check_subject(image, subject_mask, points, box, auto)
         if prompt is not None:
             prompt = clean_user_prompt(prompt)
         elif user_keyword is None:
@@ -260,6 +295,7 @@ class Pipeline:
             image_id=image_id or image_id_of(image),
             subject_mask=subject_mask,
             clicks=clicks,
+            auto=auto,
             prompt=prompt,
             user_keyword=user_keyword,
             keywords=keywords,
@@ -277,7 +313,7 @@ class Pipeline:
         on_preview: PreviewCallback | None = None,
         cancelled: CancelCheck | None = None,
     ) -> EditOutcome:
-        """Run a prepared edit: segment (if clicks), write the prompt (if a keyword), regenerate, composite.
+        """Run a prepared edit: segment (without a mask), write the prompt (if a keyword), regenerate, composite.
 
         `on_stage(name)` is called as each stage starts (segment, prompt, diffusion); `on_step(step, total)` while
         the diffusion runs, and `on_preview(rgb)` with a small picture of the background forming (when the edit's
@@ -289,8 +325,11 @@ class Pipeline:
         subject_mask = edit.subject_mask
         if subject_mask is None:
             self._enter("segment", on_stage, cancelled)
-            mask = self._segment_checked(edit.image, edit.clicks, edit.image_id).mask
-            subject_mask = check_subject_mask(mask, edit.image.shape)
+            found = self._segment_checked(edit.image, edit.clicks, edit.auto, edit.image_id)
+            try:
+                subject_mask = check_subject_mask(found.mask, edit.image.shape)
+            except InputError as exc:
+                raise InputError(f"{exc} (mask by {found.engine}): give points, a box or a mask") from None
             timings["segment_s"] = time.perf_counter() - started
         prompt, source, tokens = edit.prompt, "user", None
         if prompt is None:
@@ -360,14 +399,16 @@ class Pipeline:
         points: Any = None,
         box: Any = None,
         image_id: str | None = None,
+        auto: bool = False,
     ) -> Cutout:
         """The subject as an RGBA cut-out (straight alpha, decontaminated edge colours, the image's size), from a
-        mask (grey levels are a soft prior) or from clicks and/or a box (`image_id`: the image's, when known).
-        `InputError` naming a bad input."""
+        mask (grey levels are a soft prior), from clicks and/or a box, or found automatically (nothing given, or
+        `auto` with clicks refining it); `image_id`: the image's, when known. `InputError` naming a bad input."""
         image_id = image_id or image_id_of(image)
-        subject_mask, subject_prior, clicks = self.check_subject(image, subject_mask, points, box)
+        subject_mask, subject_prior, clicks, auto = self.check_subject(image, subject_mask, points, box, auto)
         if clicks is not None:
-            subject_mask = check_subject_mask(self._segment_checked(image, clicks, image_id).mask, image.shape)
+            found = self._segment_checked(image, clicks, auto, image_id)
+            subject_mask = check_subject_mask(found.mask, image.shape)
         matte = estimate_matte(image, subject_mask if subject_prior is None else subject_prior)
         return Cutout(matte.cutout(), image_id)
 

@@ -1,6 +1,6 @@
-"""BentoML services: SAM and blended SDXL as GPU services with adaptive batching, behind a gateway that speaks
-Moodshift's HTTP contract and calls Ollama. Typed APIs and composition only: the edit is `serving.pipeline`, jobs
-are `serving.jobs`, errors become HTTP answers in `serving.http_errors`.
+"""BentoML services: segmentation (the automatic subject and SAM) and blended SDXL as GPU services with adaptive
+batching, behind a gateway that speaks Moodshift's HTTP contract and calls Ollama. Typed APIs and composition only:
+the edit is `serving.pipeline`, jobs are `serving.jobs`, errors become HTTP answers in `serving.http_errors`.
 
 Serve with `python -m serving serve` (or `bentoml serve serving.service:Moodshift`). Models load in `__init__`
 with their imports, so `bentoml build` imports this module cheaply. The stage services can run on other machines:
@@ -28,28 +28,40 @@ from serving.settings import get_settings
 
 @bentoml.service(name="moodshift-segment", **stage_options("segment"))
 class SegmentationService:
-    """SAM: `encode` is adaptively batched (one encoder pass for concurrent new images); `segment` decodes clicks."""
+    """The automatic subject and SAM: `detect` (the salient model) and `encode` (SAM's encoder) are adaptively
+    batched, so concurrent new images share a batch; `segment` makes the mask from what they cached."""
 
     def __init__(self) -> None:
         from serving.backends import SegmentationBackend
-        from serving.models.sam import Segmenter
+        from serving.models.subject import SubjectFinder
 
-        self.backend = SegmentationBackend(Segmenter.from_settings(get_settings()))
+        finder = SubjectFinder.from_settings(get_settings())
+        finder.segmenter  # noqa: B018  load SAM now, not on the first click: ready means ready
+        self.backend = SegmentationBackend(finder)
 
     @bentoml.api(**batching("segment"))
     @raises_over_http
     def encode(self, images: list[WireArray]) -> list[Encoded]:
         return self.backend.encode(images)
 
-    @bentoml.api
+    @bentoml.api(**batching("segment"))
     @raises_over_http
-    def segment(self, image: WireArray, points: list[dict[str, Any]], box: list[float] | None = None) -> Segmented:
-        return self.backend.segment(image, points, box)
+    def detect(self, images: list[WireArray]) -> list[Encoded]:
+        return self.backend.detect(images)
 
     @bentoml.api
     @raises_over_http
-    def segment_cached(self, image_id: str, points: list[dict[str, Any]], box: list[float] | None = None) -> Segmented:
-        return self.backend.segment_cached(image_id, points, box)
+    def segment(
+        self, image: WireArray, points: list[dict[str, Any]], box: list[float] | None = None, auto: bool = False
+    ) -> Segmented:
+        return self.backend.segment(image, points, box, auto)
+
+    @bentoml.api
+    @raises_over_http
+    def segment_cached(
+        self, image_id: str, points: list[dict[str, Any]], box: list[float] | None = None, auto: bool = False
+    ) -> Segmented:
+        return self.backend.segment_cached(image_id, points, box, auto)
 
     @bentoml.api
     def info(self) -> dict:
@@ -154,12 +166,15 @@ class Moodshift:
         points: list[Point] = [],  # noqa: B006
         box: list[float] | None = None,
         image_id: str | None = None,
+        auto: bool = False,
     ) -> dict:
-        """Subject mask (PNG, white = subject, same size as the image) for clicks and/or a box: `{mask (base64),
-        score, image_id, cached}`, or the PNG itself for `Accept: image/png`.
+        """Subject mask (PNG, white = subject, same size as the image) and the `engine` that made it: `{mask
+        (base64), score, image_id, cached, engine}`, or the PNG itself for `Accept: image/png`.
 
-        A repeat click sends the `image_id` of an earlier answer instead of the image; a 409 asks for the image
-        again once neither the gateway nor the segmentation service keeps it.
+        No points and no box: the automatic subject (a salient-object model). With `auto`, points and box refine the
+        automatic subject; without it they are SAM's prompts. A repeat click sends the `image_id` of an earlier
+        answer instead of the image; a 409 asks for the image again once neither the gateway nor the segmentation
+        service keeps it.
         """
         from serving.core.errors import NotCachedError
         from serving.core.images import encode_png_base64, png_bytes
@@ -168,13 +183,13 @@ class Moodshift:
         if image is None and image_id is not None:
             try:
                 rgb = self.images.get(image_id)
-            except NotCachedError:  # the segmentation service may still keep its embedding
-                result = self.pipeline.segment_by_id(image_id, clicks, box)
+            except NotCachedError:  # the segmentation service may still keep its results for the image
+                result = self.pipeline.segment_by_id(image_id, clicks, box, auto)
             else:
-                result = self.pipeline.segment(rgb, clicks, box, image_id=image_id)
+                result = self.pipeline.segment(rgb, clicks, box, auto, image_id=image_id)
         else:
             rgb, image_id = self._photo(image, image_id)
-            result = self.pipeline.segment(rgb, clicks, box, image_id=image_id)
+            result = self.pipeline.segment(rgb, clicks, box, auto, image_id=image_id)
         if wants_png(ctx):
             headers = {"X-Moodshift-Image-Id": result.image_id, "X-Moodshift-Score": f"{result.score:.4f}"}
             return Response(png_bytes(result.mask), media_type="image/png", headers=headers)
@@ -183,6 +198,7 @@ class Moodshift:
             "score": result.score,
             "image_id": result.image_id,
             "cached": result.cached,
+            "engine": result.engine,
         }
 
     @bentoml.api(route="/matte")
@@ -194,16 +210,18 @@ class Moodshift:
         points: list[Point] = [],  # noqa: B006
         box: list[float] | None = None,
         image_id: str | None = None,
+        auto: bool = False,
     ) -> dict:
         """The subject cut out: `cutout` (base64 RGBA PNG, image size, straight alpha, the subject's own colours at
         its soft edge) and `image_id`. The photo is `image` or an earlier answer's `image_id`; the subject is a mask
-        (base64 PNG, white = subject; grey levels are a soft prior) or clicks and/or a box, as /segment takes them."""
+        (base64 PNG, white = subject; grey levels are a soft prior), or clicks and/or a box and `auto` as /segment
+        takes them (nothing: the automatic subject)."""
         from serving.core.images import encode_png_base64
 
         rgb, image_id = self._photo(image, image_id)
         clicks = [point.model_dump() for point in points]
         result = self.pipeline.cutout(
-            rgb, subject_mask=self._mask(mask, rgb), points=clicks, box=box, image_id=image_id
+            rgb, subject_mask=self._mask(mask, rgb), points=clicks, box=box, image_id=image_id, auto=auto
         )
         return {"cutout": encode_png_base64(result.rgba), "image_id": result.image_id}
 
@@ -234,6 +252,7 @@ class Moodshift:
             subject_mask=subject_mask,
             points=[point.model_dump() for point in body.points] if body.points else None,
             box=body.box,
+            auto=bool(body.auto),
             prompt=body.prompt,
             user_keyword=body.user_keyword,
             keywords=body.keywords,

@@ -1,5 +1,6 @@
-"""What `GET /info` says: each stage's profile and model, the device, versions, a notice for demo models, the
-edit options table (clients draw their controls from it) and the input limits."""
+"""What `GET /info` says: each stage's profile and model (the segment stage's salient model and click engine too), the
+device, versions, a notice for demo models, the edit options table (clients draw their controls from it) and the
+input limits."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ from serving.settings import Settings
 DEMO_NOTICE = (
     "Demo models with random weights are running ({stages}): results are noise, not edits. Put the real weights "
     "in checkpoints/ (python -m serving weights --download, or see checkpoints/README.md) and restart."
+)
+REAL_SUBJECT_NOTICE = (
+    " The subject mask is real all the same: {model} finds the subject and clicks edit its map (with SAM's weights, "
+    "SAM refines them)."
 )
 _PACKAGES = ("torch", "diffusers", "transformers", "segment-anything", "bentoml", "ollama")
 
@@ -37,6 +42,10 @@ def describe(
     demo = [name for name, entry in (("segment", segment), ("diffusion", diffusion)) if entry.get("demo")]
     diffusion = dict(diffusion)
     fast = diffusion.pop("fast", None) or unavailable("the diffusion stage does not say it has a few-step model")
+    notice = DEMO_NOTICE.format(stages=", ".join(demo)) if demo else None
+    salient_model = (segment.get("salient") or {}).get("model")
+    if "segment" in demo and salient_model:
+        notice += REAL_SUBJECT_NOTICE.format(model=salient_model)
     return {
         "stages": {"segment": segment, "diffusion": diffusion, **prompt_stages},
         "fast": fast,
@@ -44,7 +53,7 @@ def describe(
         "dtype": diffusion.get("dtype", "unknown"),
         "versions": versions(),
         "demo_models": bool(demo),
-        "notice": DEMO_NOTICE.format(stages=", ".join(demo)) if demo else None,
+        "notice": notice,
         "options": info_table(settings.edit_defaults()),
         "limits": {
             "max_upload_mb": settings.max_upload_mb,

@@ -60,12 +60,17 @@ class Settings(BaseSettings):
     sam_download_url: str = Field(
         "https://dl.fbaipublicfiles.com/segment_anything/{name}", description="Where `weights --download` gets SAM."
     )
-    sam_cache_size: int = Field(16, ge=1, description="Images whose SAM embeddings are kept (LRU).")
+    sam_cache_size: int = Field(16, ge=1, description="Images whose SAM embeddings and saliency maps are kept (LRU).")
     mask_min_hole_area: int = Field(
         64, ge=0, description="Holes in the subject mask up to this many pixels are filled."
     )
     mask_min_island_area: int = Field(64, ge=0, description="Subject islands up to this many pixels are dropped.")
     max_points: int = Field(64, ge=1, description="Most clicks (points) accepted in one segmentation request.")
+    salient_model: Path | None = Field(
+        None,
+        description="Salient-object ONNX model that finds the subject without a click (default: the best known one "
+        "in checkpoints/, else the embedded U²-Netp).",
+    )
 
     # --- diffusion (SDXL) ---------------------------------------------------------------------
     sdxl_model: Path | None = Field(

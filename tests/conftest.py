@@ -32,6 +32,20 @@ def isolated_settings(monkeypatch, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def u2netp() -> Path:
+    """The real U²-Netp the set-up installs (`scripts/setup.sh`). Missing in CI (CI=true) fails the test that needs
+    it; elsewhere it skips, saying how to install it."""
+    from serving.models.salient_weights import EMBEDDED_U2NETP, INSTALL_COMMAND, u2netp_problem
+
+    problem = u2netp_problem(EMBEDDED_U2NETP)
+    if problem and os.environ.get("CI"):
+        pytest.fail(f"the set-up did not install U²-Netp: {problem}")
+    if problem:
+        pytest.skip(f"needs the real U²-Netp ({INSTALL_COMMAND}): {problem}")
+    return EMBEDDED_U2NETP
+
+
+@pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     """A real 512×512 RGB photo (HWC uint8) shipped inside scikit-image."""
     from skimage import data

@@ -101,7 +101,8 @@ def test_edit_with_a_click_uses_the_segmenter_mask(tiny_profile, coffee_file, co
     [
         (["--point", "1,2"], "not both"),
         (["--keyword", "forest"], "either as --prompt TEXT or as --keyword WORD"),
-        ([], "either as --mask"),
+        (["--auto"], "not both"),
+        (["--concurrency", "2"], "--concurrency needs --server"),
         (["--steps", "0"], "steps 0 must be an integer from 1 to 150"),
         (["--variants", "9"], "variants 9"),
         (["--strength", "0"], "strength 0.0"),
@@ -114,8 +115,9 @@ def test_bad_options_fail_before_any_model_loads(tiny_profile, coffee_file, mask
         raise AssertionError("a model was built for a request that was bad from the start")
 
     monkeypatch.setattr(BlendedSDXLRunner, "from_settings", no_model)
-    mask_arguments = [] if arguments == [] else ["--mask", str(mask_file)]
-    result = runner.invoke(app, ["edit", str(coffee_file), *mask_arguments, "--prompt", "x", "-o", "o.png", *arguments])
+    result = runner.invoke(
+        app, ["edit", str(coffee_file), "--mask", str(mask_file), "--prompt", "x", "-o", "o.png", *arguments]
+    )
     assert result.exit_code == 2, result.output
     assert message in result.output
 
@@ -130,6 +132,78 @@ def test_mask_of_another_size_and_bad_click_are_named(tiny_profile, coffee_file,
     assert result.exit_code == 2 and "--point '7,a'" in result.output
     result = runner.invoke(app, ["edit", str(tmp_path / "gone.png"), "-p", "1,1", "--prompt", "x", "-o", "o.png"])
     assert result.exit_code == 2 and "cannot read" in result.output
+
+
+def test_edit_with_only_a_keyword_keeps_the_automatic_subject(tiny_profile, coffee_file, coffee, tmp_path, u2netp):
+    from serving.models.subject import SubjectFinder
+    from serving.settings import Settings
+
+    out = tmp_path / "zero-click.png"
+    result = runner.invoke(
+        app,
+        ["edit", str(coffee_file), "--keyword", "forest", "--steps", "1", "-o", str(out)],
+        env={"MOODSHIFT_OLLAMA_ENABLED": "false"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "prompt (template): forest" in result.stdout
+    subject = SubjectFinder.from_settings(Settings(profile="tiny")).segment(coffee, auto=True).mask
+    edited = np.asarray(Image.open(out))
+    core = core_of(subject)
+    assert 0.05 < subject.mean() < 0.6 and np.array_equal(edited[core], coffee[core])
+    assert (np.abs(edited.astype(int) - coffee)[~subject] > 10).mean() > 0.5  # the rest is a new background
+
+
+@pytest.fixture
+def folder(tmp_path, coffee, astronaut):
+    """Three photos and a file that is not one."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, image in (("cup", coffee), ("astronaut", astronaut), ("cup-mirrored", coffee[:, ::-1])):
+        Image.fromarray(image).save(photos / f"{name}.png")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    return photos
+
+
+def test_a_folder_of_photos_writes_one_output_each_and_reports_the_broken_one(tiny_profile, folder, tmp_path, u2netp):
+    photos = sorted(folder.iterdir())
+    out = tmp_path / "out"
+    arguments = ["edit", *map(str, photos), "--prompt", "a forest", "--steps", "1", "--seed", "3", "-o", f"{out}/"]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 1, result.output  # some failed
+    assert sorted(path.name for path in out.iterdir()) == ["astronaut.png", "cup-mirrored.png", "cup.png"]
+    assert Image.open(out / "astronaut.png").size == (512, 512) and Image.open(out / "cup.png").size == (600, 400)
+    assert result.output.count("denoising") == 1  # one progress bar over all of them
+    assert "failed: " in result.stderr and "broken.jpg: not a readable image" in result.stderr
+    assert "3 edited, 1 failed, 0 skipped (already there) of 4 photos" in result.stdout
+
+    def no_model(*_args, **_kwargs):
+        raise AssertionError("a rerun loaded a model")
+
+    from serving.models.blended_sdxl import BlendedSDXLRunner
+
+    before = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(BlendedSDXLRunner, "from_settings", no_model)
+        again = runner.invoke(app, arguments)
+    assert again.exit_code == 1 and "0 edited, 1 failed, 3 skipped (already there) of 4 photos" in again.stdout
+    skipped = [line for line in again.stdout.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 3 and all(line.endswith("is already there (--overwrite edits it again)") for line in skipped)
+    assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == before  # no work, nothing rewritten
+    two = [str(folder / "cup.png"), str(folder / "astronaut.png")]  # -o names an existing folder: no slash needed
+    redone = runner.invoke(app, ["edit", *two, "--prompt", "a forest", "--steps", "1", "-o", str(out), "--overwrite"])
+    assert redone.exit_code == 0 and "2 edited, 0 failed, 0 skipped (already there) of 2 photos" in redone.stdout
+    assert (out / "cup.png").stat().st_mtime_ns > before["cup.png"]
+
+
+def test_a_folder_refuses_one_photos_pixels_and_clashing_names(tiny_profile, folder, mask_file, tmp_path):
+    photos = [str(folder / "cup.png"), str(folder / "astronaut.png")]
+    result = runner.invoke(app, ["edit", *photos, "--mask", str(mask_file), "--prompt", "x", "-o", str(tmp_path)])
+    assert result.exit_code == 2 and "for several photos the subject is found automatically" in result.stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.open(folder / "cup.png").save(other / "cup.png")
+    result = runner.invoke(app, ["edit", photos[0], str(other / "cup.png"), "--prompt", "x", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "would both write" in result.stderr
 
 
 def test_help_names_the_variant_files():

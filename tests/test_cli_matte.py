@@ -1,5 +1,5 @@
-"""`python -m serving matte` and `bench matte`: an RGBA cut-out at the coffee_file's size from a mask or clicks, clear
-errors for a caller's mistakes, and the benchmark's table, JSON and figure."""
+"""`python -m serving matte` and `bench matte`: an RGBA cut-out at the photo's size from a mask, clicks or the automatic
+subject, clear errors for a caller's mistakes, and the benchmark's table, JSON and figure."""
 
 import json
 
@@ -47,6 +47,20 @@ def test_matte_with_clicks_cuts_out_the_segmenters_mask(tiny_models, coffee_file
     np.testing.assert_array_equal(np.asarray(Image.open(out)), estimate_matte(coffee, subject).cutout())
 
 
+def test_matte_without_a_mask_or_clicks_cuts_out_the_automatic_subject(
+    monkeypatch, coffee_file, coffee, tmp_path, u2netp
+):
+    from serving.models.subject import SubjectFinder
+    from serving.settings import Settings
+
+    monkeypatch.setenv("MOODSHIFT_PROFILE", "real")  # no SAM weights here: loading SAM would fail
+    out = tmp_path / "auto.png"
+    result = runner.invoke(app, ["matte", str(coffee_file), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    subject = SubjectFinder.from_settings(Settings(profile="tiny")).segment(coffee, auto=True).mask
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), estimate_matte(coffee, subject).cutout())
+
+
 def test_a_grey_mask_is_a_soft_prior_not_a_mistake(coffee_file, subject, coffee, tmp_path):
     levels = subject.astype(np.uint8) * 255
     levels[80:90] = 90
@@ -62,7 +76,7 @@ def test_a_grey_mask_is_a_soft_prior_not_a_mistake(coffee_file, subject, coffee,
 @pytest.mark.parametrize(
     ("mask", "arguments", "message"),
     [
-        (None, [], "either as --mask"),
+        ("subject", ["--auto"], "not both"),
         ("subject", ["--point", "1,1"], "not both"),
         ("subject", ["-o", "cut.jpg"], "name the output .png, not cut.jpg"),
         ("small", [], "mask is 20×10 but the image is 600×400"),

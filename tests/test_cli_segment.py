@@ -31,6 +31,32 @@ def test_segment_writes_the_same_mask_as_the_segmenter(tiny_models, coffee_file,
     assert np.array_equal(pixels == 255, expected)
 
 
+def test_segment_auto_writes_the_automatic_subject_without_loading_sam(
+    monkeypatch, coffee_file, tmp_path, coffee, u2netp
+):
+    from serving.models.subject import SubjectFinder
+    from serving.settings import Settings
+
+    monkeypatch.setenv("MOODSHIFT_PROFILE", "real")  # no SAM weights here: loading SAM would fail
+    out = tmp_path / "auto.png"
+    result = runner.invoke(app, ["segment", str(coffee_file), "--auto", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "600×400" in result.stdout and "u2netp)" in result.stdout and "random weights" not in result.stdout
+    expected = SubjectFinder.from_settings(Settings(profile="tiny")).segment(coffee, auto=True).mask
+    assert np.array_equal(np.asarray(Image.open(out)) == 255, expected)
+    # No clicks: the automatic subject too.
+    same = runner.invoke(app, ["segment", str(coffee_file), "-o", str(tmp_path / "plain.png")])
+    assert same.exit_code == 0 and Image.open(tmp_path / "plain.png").tobytes() == Image.open(out).tobytes()
+
+
+def test_segment_auto_with_clicks_refines_the_automatic_subject(tiny_models, coffee_file, tmp_path, u2netp):
+    out = tmp_path / "refined.png"
+    result = runner.invoke(app, ["segment", str(coffee_file), "--auto", "--point", "300,200,0", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "u2netp+clicks)" in result.stdout and "random weights" not in result.stdout
+    assert not np.asarray(Image.open(out))[200, 300]
+
+
 def test_segment_with_a_box_on_an_exif_rotated_jpeg_has_the_displayed_size(tiny_models, tmp_path, coffee):
     exif = Image.Exif()
     exif[0x0112] = 6
@@ -51,7 +77,6 @@ def test_segment_with_a_box_on_an_exif_rotated_jpeg_has_the_displayed_size(tiny_
         (["--point", "10,20,2"], "point 0 has label 2"),
         (["--point", "10,20,0.5"], "point 0 has label 0.5"),
         (["--point", "nan,20"], "point 0 x is nan"),
-        ([], "no clicks: give at least one point or a box"),
         (["--box", "50,50,10,10"], r"box \[50, 50, 10, 10\] needs x0 < x1"),
         (["--box", "1,2,3"], "--box '1,2,3' is not X0,Y0,X1,Y1"),
     ],
@@ -105,6 +130,18 @@ def test_bench_segment_reports_every_number(tiny_models, tmp_path):
     assert set(numbers["encode_images_per_s"]) == {"1", "2"} and min(numbers["encode_images_per_s"].values()) > 0
     assert numbers["later_click_p50_ms"] < numbers["first_click_p50_ms"]  # no encode on a later click
     assert numbers["later_over_first"] == pytest.approx(numbers["later_click_p50_ms"] / numbers["first_click_p50_ms"])
+
+
+def test_bench_segment_auto_times_the_automatic_subject_and_scores_it(tmp_path, u2netp):
+    out = tmp_path / "auto.json"
+    result = runner.invoke(
+        app, ["bench", "segment", "--auto", "--size", "320x240", "--repeats", "1", "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "automatic subject p50" in result.stdout and "IoU: horse of cat fur over the astronaut" in result.stdout
+    numbers = json.loads(out.read_text())
+    assert numbers["model"] == "u2netp" and numbers["image_size"] == [320, 240] and len(numbers["seconds"]) == 7
+    assert 0 < numbers["p50_s"] <= numbers["p95_s"] and min(numbers["iou"].values()) > 0.85
 
 
 def test_bench_rejects_a_bad_size(tiny_models):

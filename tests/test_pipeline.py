@@ -139,8 +139,8 @@ def test_a_cutout_is_the_subject_with_its_soft_edge_from_a_mask_or_clicks(pipeli
     segmented = pipeline.segment(coffee, [(300, 200)], None).mask
     np.testing.assert_array_equal(clicked.rgba, estimate_matte(coffee, segmented).cutout())
     for fields, message in [
-        ({}, "no subject"),
         ({"subject_mask": subject, "points": [(1, 1)]}, "not both"),
+        ({"subject_mask": subject, "auto": True}, "not both"),
         ({"subject_mask": np.zeros((400, 600), bool)}, "empty"),
         ({"subject_mask": np.ones((400, 600), bool)}, "whole image"),
         ({"subject_mask": np.ones((40, 60), bool)}, "60×40 but the image is 600×400"),
@@ -150,13 +150,42 @@ def test_a_cutout_is_the_subject_with_its_soft_edge_from_a_mask_or_clicks(pipeli
             pipeline.cutout(coffee, **fields)
 
 
+def test_an_edit_that_names_no_subject_keeps_the_automatic_subject(pipeline, coffee, u2netp):
+    prepared = pipeline.prepare_edit(coffee, prompt="a forest", options={"steps": 1})
+    assert prepared.auto and prepared.clicks.is_empty
+    stages = []
+    outcome = pipeline.run_edit(prepared, job_id="zero-click", on_stage=stages.append)
+    assert stages == ["segment", "diffusion"]
+    found = pipeline.segment(coffee, None, None)  # the same automatic subject, from the cache now
+    assert found.engine == "u2netp" and found.cached
+    assert 0.05 < found.mask.mean() < 0.6  # the cup and saucer, not the table
+    core = core_of(found.mask)  # edge=matte (the default): exact deeper than the soft edge's band
+    assert np.array_equal(outcome.images[0][core], coffee[core])
+
+
+def test_clicks_with_auto_edit_the_automatic_subject(pipeline, coffee, u2netp):
+    automatic = pipeline.segment(coffee, None, None).mask
+    refined = pipeline.segment(coffee, [(300, 200, 0)], None, auto=True)  # "not this": the cup's inside
+    assert refined.engine == "u2netp+clicks"  # tiny SAM has random weights: the map's regions, not SAM
+    assert automatic[200, 300] and not refined.mask[200, 300]
+    assert 0 < (automatic & ~refined.mask).sum() < automatic.sum() / 2  # a region under the click, not the subject
+
+
+def test_an_empty_automatic_subject_is_a_clear_input_error(pipeline, u2netp):
+    flat = np.full((64, 96, 3), 128, dtype=np.uint8)  # nothing stands out: the map is flat
+    prepared = pipeline.prepare_edit(flat, prompt="a forest", options={"steps": 1})
+    with pytest.raises(InputError, match=r"subject mask is empty.*\(mask by u2netp\): give points, a box or a mask"):
+        pipeline.run_edit(prepared, job_id="flat")
+
+
 @pytest.mark.parametrize(
     ("request_fields", "message"),
     [
         ({"prompt": "x", "options": {"steps": 0}}, "steps 0 must be an integer from 1 to 150"),
         ({"prompt": "x", "points": [(1, 1)]}, "either a mask or points/box"),
+        ({"prompt": "x", "auto": True}, "either a mask or points/box"),
         ({"options": {"steps": 2}}, "no prompt"),
-        ({"prompt": "x", "subject_mask": None}, "no subject"),
+        ({"prompt": "x", "subject_mask": None, "points": [(700, 1)]}, "outside the 600×400 image"),
     ],
 )
 def test_a_bad_request_is_refused_before_any_model_loads(coffee, subject, request_fields, message):
@@ -185,3 +214,20 @@ def test_previews_arrive_while_the_edit_runs_unless_turned_off(pipeline, coffee,
     )
     pipeline.run_edit(prepared, job_id="quiet", on_step=lambda *_: None, on_preview=quiet.append)
     assert quiet == []
+
+
+def test_with_sam_weights_only_a_click_makes_the_pipeline_encode_the_image_for_sam(coffee, u2netp):
+    from serving.backends import SegmentationBackend
+    from serving.models.ollama_stage import PromptStage
+    from serving.settings import get_settings
+    from tests.stand_ins import finder_with_real_sam
+
+    settings = get_settings()
+    finder, sam = finder_with_real_sam()
+    pipeline = Pipeline(SegmentationBackend(finder), None, PromptStage(settings), settings)
+    automatic = pipeline.segment(coffee, None, None)
+    assert (automatic.engine, automatic.cached, sam.encoder_passes) == ("u2netp", False, 0)  # no click: no SAM
+    refined = pipeline.segment(coffee, [(300, 200)], None, auto=True)
+    assert (refined.engine, refined.cached, sam.encoder_passes) == ("sam-vit_b", False, 1)
+    again = pipeline.segment(coffee, [(300, 200), (20, 20, 0)], None, auto=True)  # by image id: nothing encoded
+    assert (again.engine, again.cached, sam.encoder_passes) == ("sam-vit_b", True, 1)

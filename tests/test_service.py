@@ -161,7 +161,6 @@ def test_matte_takes_a_grey_mask_as_a_soft_prior(client, photo, coffee, subject_
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({}, "no subject"),
         ({"mask": "full"}, "covers the whole image"),
         ({"mask": "empty"}, "mask is empty"),
         ({"mask": "small"}, "mask is 10×10 but the image is 600×400"),
@@ -319,7 +318,6 @@ def test_wrong_json_types_name_the_field(client, photo):
         ([{"x": 700, "y": 10, "label": 1}], None, "outside the 600×400 image"),
         ([{"x": -1, "y": 10, "label": 1}], None, "outside"),
         ([{"x": 10, "y": 10, "label": 2}], None, "label"),
-        ([], None, "no clicks"),
         ([], [500, 10, 100, 300], "box"),
     ],
 )
@@ -351,12 +349,62 @@ def test_mask_of_another_size_or_empty(client, photo):
     assert "no subject" in _error(client.post("/edit", json={"image": photo, "mask": empty, "prompt": "x"}), 400)
 
 
-def test_edit_needs_a_subject_and_a_prompt(client, photo, subject_mask):
+def test_edit_needs_a_prompt_and_one_way_to_the_subject(client, photo, subject_mask):
     mask = _b64(mask_to_png_bytes(subject_mask))
-    assert "no subject" in _error(client.post("/edit", json={"image": photo, "prompt": "x"}), 400)
     assert "no prompt" in _error(client.post("/edit", json={"image": photo, "mask": mask}), 400)
     both = {"image": photo, "mask": mask, "points": [{"x": 1, "y": 1, "label": 1}], "prompt": "x"}
     assert "not both" in _error(client.post("/edit", json=both), 400)
+    assert "not both" in _error(
+        client.post("/edit", json={"image": photo, "mask": mask, "auto": True, "prompt": "x"}), 400
+    )
+
+
+# --- the automatic subject ------------------------------------------------------------------------------------
+
+
+def test_segment_without_clicks_answers_the_automatic_subject(client, u2netp, coffee):
+    photo = encode_png_base64(coffee[::-1])  # pixels no other test sends: nothing cached yet
+    first = client.post("/segment", json={"image": photo})
+    assert first.status_code == 200, first.text
+    body = first.json()
+    mask = _decode_png(body["mask"]) == 255
+    assert body["engine"] == "u2netp" and body["cached"] is False and body["score"] > 0.9
+    assert mask[399 - 200, 300] and not mask[5, 5] and 0.05 < mask.mean() < 0.6  # the cup (upside down), not the table
+    again = client.post("/segment", json={"image_id": body["image_id"], "auto": True}).json()
+    assert again["mask"] == body["mask"] and again["cached"] is True
+    refined = client.post(
+        "/segment", json={"image_id": body["image_id"], "auto": True, "points": [{"x": 300, "y": 199, "label": 0}]}
+    ).json()
+    assert refined["engine"] == "u2netp+clicks" and not (_decode_png(refined["mask"]) == 255)[199, 300]
+    sam = client.post("/segment", json={"image": photo, "points": [{"x": 300, "y": 199, "label": 1}]}).json()
+    assert sam["engine"] == "sam-tiny (random weights)"  # clicks without auto: SAM's prompts
+
+
+def test_a_matte_without_a_subject_cuts_out_the_automatic_one(client, u2netp, coffee):
+    photo = encode_png_base64(coffee)
+    subject = _decode_png(client.post("/segment", json={"image": photo}).json()["mask"]) == 255
+    response = client.post("/matte", json={"image": photo})
+    assert response.status_code == 200, response.text
+    np.testing.assert_array_equal(_decode_png(response.json()["cutout"]), estimate_matte(coffee, subject).cutout())
+
+
+def test_edit_without_a_subject_keeps_the_automatic_one(client, u2netp, coffee):
+    photo = encode_png_base64(coffee)
+    subject = _decode_png(client.post("/segment", json={"image": photo}).json()["mask"]) == 255
+    response = client.post("/edit", json={"image": photo, "prompt": "a misty forest", "steps": 1, "seed": 2})
+    assert response.status_code == 200, response.text
+    edited = _decode_png(response.json()["images"][0])
+    core = core_of(subject)  # edge=matte (the default): exact deeper than the soft edge's band
+    np.testing.assert_array_equal(edited[core], coffee[core])
+    assert "segment_s" in response.json()["timings"]
+
+
+def test_info_names_the_salient_model_and_what_refines_clicks(client, u2netp):
+    body = client.get("/info").json()
+    segment = body["stages"]["segment"]
+    assert segment["salient"]["model"] == "u2netp" and segment["salient"]["problem"] is None
+    assert segment["salient"]["file"].endswith("u2netp.onnx") and segment["clicks"] == "u2netp+clicks"
+    assert "The subject mask is real all the same: u2netp finds the subject" in body["notice"]
 
 
 def test_empty_keyword_is_400(client, photo):

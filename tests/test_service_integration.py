@@ -71,6 +71,52 @@ def test_segment_mood_prompt_edit_over_http(server, coffee):
     np.testing.assert_array_equal(result[core_of(mask)], coffee[core_of(mask)])  # exact inside the soft edge
 
 
+def test_zero_click_segment_and_edit_over_http(server, coffee, u2netp):
+    photo = encode_png_base64(coffee)
+    segment = requests.post(f"{server}/segment", json={"image": photo}, timeout=60)
+    assert segment.status_code == 200, segment.text
+    assert segment.json()["engine"] == "u2netp"
+    subject = _decode_png(segment.json()["mask"]) > 127
+    assert subject[200, 300] and not subject[5, 5]
+    edit = requests.post(
+        f"{server}/edit", json={"image": photo, "prompt": "a forest", "steps": 2, "seed": 1}, timeout=120
+    )
+    assert edit.status_code == 200, edit.text
+    core = core_of(subject)  # edge=matte (the default): exact deeper than the soft edge's band
+    np.testing.assert_array_equal(_decode_png(edit.json()["images"][0])[core], coffee[core])
+    stats = requests.get(f"{server}/stats", timeout=30).json()["segment"]
+    assert stats["saliency_runs"] >= 1 and stats["detect_batch_sizes"]
+
+
+def test_cli_edits_a_folder_through_the_server_with_concurrency(server, coffee, astronaut, tmp_path, u2netp):
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, image in (("cup", coffee), ("astronaut", astronaut), ("cup-mirrored", coffee[:, ::-1])):
+        Image.fromarray(image).save(photos / f"{name}.png")
+    (photos / "notes.png").write_text("not a photo")
+    out = tmp_path / "out"
+    arguments = ["edit", *sorted(map(str, photos.iterdir())), "--keyword", "forest", "--steps", "2", "-o", f"{out}/"]
+    result = CliRunner().invoke(app, [*arguments, "--server", server, "--concurrency", "3"])
+    assert result.exit_code == 1, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut.png", "cup-mirrored.png", "cup.png"]
+    assert "notes.png: the service answered 400 on /edit_submit" in result.stderr
+    assert "3 edited, 1 failed, 0 skipped (already there) of 4 photos" in result.stdout
+    again = CliRunner().invoke(app, [*arguments, "--server", server])
+    assert again.exit_code == 1 and "0 edited, 1 failed, 3 skipped" in again.stdout
+
+
+def test_bench_folder_throughput_edits_fresh_photos_at_each_concurrency(server, u2netp):
+    from serving.bench.folder import folder_throughput, format_folder_table
+
+    results = folder_throughput(server, [1, 2], count=2, size=(160, 120), steps=1)
+    assert [(r.concurrency, r.photos, r.failed) for r in results] == [(1, 2, 0), (2, 2, 0)]
+    assert all(r.photos_per_s > 0 for r in results) and "2: " in format_folder_table(results)
+
+
 def test_sync_http_client_edit(server, astronaut):
     import bentoml
 
@@ -103,12 +149,18 @@ def test_concurrent_new_images_share_an_encoder_batch(server):
     assert max(stats["segment"]["batch_sizes"]) > 1, stats["segment"]
 
 
-def test_bentoml_build_packs_the_code_and_no_weights(tmp_path):
+def test_bentoml_build_packs_the_code_and_only_the_embedded_salient_model(tmp_path):
+    """No weights go into the bento but the automatic subject's U²-Netp (so the image finds subjects offline)."""
     context = tmp_path / "context"
-    shutil.copytree(REPO / "serving", context / "serving", ignore=shutil.ignore_patterns("__pycache__"))
+    ignore = shutil.ignore_patterns("__pycache__", "*.onnx")
+    shutil.copytree(REPO / "serving", context / "serving", ignore=ignore)
     shutil.copy(REPO / "bentofile.yaml", context)
+    embedded = context / "serving" / "models" / "embedded"
+    embedded.mkdir(exist_ok=True)
+    (embedded / "u2netp.onnx").write_bytes(b"stand-in for U2-Netp")  # where the set-up installs it
     (context / "checkpoints").mkdir()
     (context / "checkpoints" / "sam_vit_h_4b8939.pth").write_bytes(b"weights" * 1000)
+    (context / "checkpoints" / "u2net.onnx").write_bytes(b"a larger salient model")
     (context / "tests").mkdir()
     (context / "tests" / "test_x.py").write_text("x = 1\n")
     home = tmp_path / "bentoml"
@@ -125,7 +177,11 @@ def test_bentoml_build_packs_the_code_and_no_weights(tmp_path):
     [bento] = [p for p in (home / "bentos" / "moodshift").iterdir() if p.is_dir()]
     files = {str(p.relative_to(bento)) for p in bento.rglob("*") if p.is_file()}
     assert {"bento.yaml", "src/serving/service.py", "src/serving/pipeline.py", "src/serving/models/sam.py"} <= files
-    assert not [f for f in files if "checkpoints" in f or f.endswith((".pth", ".safetensors")) or "tests/" in f]
+    assert "src/serving/models/embedded/u2netp.onnx" in files
+    assert (bento / "src/serving/models/embedded/u2netp.onnx").read_bytes() == b"stand-in for U2-Netp"
+    weights = [f for f in files if f.endswith((".pth", ".safetensors", ".onnx")) and "/embedded/" not in f]
+    assert weights == [] and not [f for f in files if "checkpoints" in f or "tests/" in f]
+    assert "onnxruntime" in (bento / "bento.yaml").read_text()
     assert "serving.service:Moodshift" in (bento / "bento.yaml").read_text()
 
 

@@ -59,6 +59,20 @@ def test_segment_new_image_then_repeat_click_by_id(split, coffee):
     assert unknown.status_code == 409 and "not cached" in unknown.json()["error"]
 
 
+def test_the_automatic_subject_and_a_zero_click_edit_across_servers(split, coffee, u2netp):
+    gateway = split["gateway"]
+    photo = encode_png_base64(coffee[:, ::-1])
+    automatic = post(gateway, "/segment", {"image": photo})
+    assert automatic["engine"] == "u2netp" and not automatic["cached"]
+    refined = post(gateway, "/segment", {"image_id": automatic["image_id"], "auto": True, "points": [{"x": 5, "y": 5}]})
+    assert refined["engine"] == "u2netp+clicks" and refined["cached"]
+    subject = _png(automatic["mask"]) == 255
+    edited = _png(post(gateway, "/edit", {"image": photo, "prompt": "dunes", "steps": 1, "seed": 4})["images"][0])
+    core = core_of(subject)  # edge=matte (the default): exact deeper than the soft edge's band
+    np.testing.assert_array_equal(edited[core], coffee[:, ::-1][core])
+    assert post(gateway, "/info", {})["stages"]["segment"]["salient"]["model"] == "u2netp"
+
+
 def test_mood_prompt_and_an_edit_keep_the_subject_exact(split, astronaut):
     gateway = split["gateway"]
     photo = encode_png_base64(astronaut)

@@ -438,14 +438,13 @@ def test_weights_on_a_gpu_reports_fp16_variant_vae_upcast_and_offload(layouts, m
     monkeypatch.setattr(weights_module, "resolve_device", lambda settings: torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1024**3, 8 * 1024**3))
     settings = Settings(sdxl_model=layouts["single"], segment_service_url="http://elsewhere:3000")
-    _, diffusion, _ = weights_module.report_weights(settings, check_sha256=False)
+    _, diffusion, *_ = weights_module.report_weights(settings, check_sha256=False)
     facts = dict(diffusion.facts)
     assert "runs in float32 (SDXL's VAE overflows in float16; an fp16-safe VAE in" in facts["vae"]
     assert "; cuda, float16, offload sequential (auto: 1.0 GB free; SDXL needs " in facts["runs"]
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (80 * 1024**3, 80 * 1024**3))
-    _, diffusion, _ = weights_module.report_weights(
-        settings.model_copy(update={"offload": "model"}), check_sha256=False
-    )
+    offload_model = settings.model_copy(update={"offload": "model"})
+    _, diffusion, *_ = weights_module.report_weights(offload_model, check_sha256=False)
     assert "offload model (MOODSHIFT_OFFLOAD=model)" in dict(diffusion.facts)["runs"]
 
 

@@ -34,7 +34,7 @@ def _closed_port_url() -> str:
 
 
 def test_report_says_what_runs_and_why_when_nothing_is_there(tmp_path):
-    segment, diffusion, fast = report_weights(Settings(checkpoints_dir=tmp_path), check_sha256=False)
+    segment, diffusion, fast, _ = report_weights(Settings(checkpoints_dir=tmp_path), check_sha256=False)
     assert segment.stage == "segment" and segment.profile.profile == "tiny" and not segment.broken
     facts = dict(segment.facts)
     assert f"SAM checkpoint not found at {tmp_path / 'sam_vit_h_4b8939.pth'}" in facts["weights"]

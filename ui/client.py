@@ -35,13 +35,15 @@ class ServiceError(RuntimeError):
 
 @dataclass(frozen=True)
 class Segmentation:
-    """`/segment`'s answer: the subject mask (PNG bytes, white = subject, same size as the image)."""
+    """`/segment`'s answer: the subject mask (PNG bytes, white = subject, same size as the image) and the `engine`
+    that made it (the salient model for the automatic subject, "...+clicks" or SAM once clicks refine it)."""
 
     mask_png: bytes
     score: float
     image_id: str
     cached: bool
     elapsed_s: float
+    engine: str = ""
 
 
 @dataclass(frozen=True)
@@ -158,9 +160,12 @@ class ServiceClient:
             return False
         return response.status_code == 200
 
-    def segment(self, photo: Photo, points: list[dict[str, int]], box: list[int] | None = None) -> Segmentation:
-        """POST /segment with points in original-image pixels."""
-        body: dict[str, Any] = {"points": points}
+    def segment(
+        self, photo: Photo, points: list[dict[str, int]], box: list[int] | None = None, auto: bool = True
+    ) -> Segmentation:
+        """POST /segment with points in original-image pixels: with `auto` they refine the automatic subject (none:
+        the automatic subject itself), else they are SAM's prompts."""
+        body: dict[str, Any] = {"points": points, "auto": auto}
         if box is not None:
             body["box"] = box
         started = time.perf_counter()
@@ -171,6 +176,7 @@ class ServiceClient:
             image_id=str(answer.get("image_id", "")),
             cached=bool(answer.get("cached", False)),
             elapsed_s=time.perf_counter() - started,
+            engine=str(answer.get("engine", "")),
         )
 
     def cutout(self, photo: Photo, mask_png: bytes) -> Cutout:

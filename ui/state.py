@@ -38,7 +38,7 @@ def defaults() -> dict[str, Any]:
         "segmentation": None,  # ui.client.Segmentation for `segment_attempt`
         "mask_overlay": None,  # display-size PIL image: photo + translucent mask + outline
         "mask_coverage": 0.0,  # fraction of the photo inside the mask
-        "segment_attempt": [],  # the points the last /segment call was for (None: ask again)
+        "segment_attempt": None,  # the points the last /segment call was for (None: ask again)
         "segment_error": None,
         "cutout": None,  # ui.client.Cutout of the current mask, once asked for
         "cutout_error": None,

@@ -13,7 +13,7 @@ import numpy as np
 import requests
 from PIL import Image
 
-from serving.bench.serve import REQUEST_TIMEOUT_S, synthetic_photos
+from serving.bench.serve import REQUEST_TIMEOUT_S, synthetic_photos, timed_ms
 from serving.core.images import encode_png_base64
 
 
@@ -36,15 +36,6 @@ class Pair:
         return {**asdict(self), "first_p50_ms": first, "second_p50_ms": second, "difference_ms": second - first}
 
 
-def _timed_ms(send) -> float:
-    began = time.perf_counter()
-    response = send()
-    elapsed = (time.perf_counter() - began) * 1000
-    if response.status_code != 200:
-        raise RuntimeError(f"{response.request.url} answered {response.status_code}: {response.text[:200]}")
-    return elapsed
-
-
 def repeat_click(url: str, size: tuple[int, int], repeats: int, settings) -> Pair:
     """A repeat click by image id through the pipeline in this process and over HTTP, alternately (the same tiny
     models on both sides; the HTTP side also ships the mask back as a PNG, which is part of what it costs)."""
@@ -62,7 +53,7 @@ def repeat_click(url: str, size: tuple[int, int], repeats: int, settings) -> Pai
         began = time.perf_counter()
         pipeline.segment_by_id(local_id, click, None)
         pair.first_ms.append((time.perf_counter() - began) * 1000)
-        pair.second_ms.append(_timed_ms(lambda: session.post(f"{url}/segment", json=body, timeout=REQUEST_TIMEOUT_S)))
+        pair.second_ms.append(timed_ms(lambda: session.post(f"{url}/segment", json=body, timeout=REQUEST_TIMEOUT_S)))
     return pair
 
 
@@ -84,14 +75,14 @@ def uploads(url: str, jpeg: bytes, repeats: int) -> Pair:
     pair = Pair(f"/mood, {len(jpeg) / 1e6:.1f} MB JPEG", "JSON (base64)", "multipart upload", goal="upload not slower")
     for _ in range(repeats):
         pair.first_ms.append(
-            _timed_ms(
+            timed_ms(
                 lambda: session.post(
                     f"{url}/mood", json={"image": base64.b64encode(jpeg).decode()}, timeout=REQUEST_TIMEOUT_S
                 )
             )
         )
         pair.second_ms.append(
-            _timed_ms(
+            timed_ms(
                 lambda: session.post(
                     f"{url}/mood", files={"image": ("photo.jpg", jpeg, "image/jpeg")}, timeout=REQUEST_TIMEOUT_S
                 )

@@ -51,6 +51,16 @@ class LoadResult:
         }
 
 
+def timed_ms(send: Callable[[], requests.Response]) -> float:
+    """Milliseconds one request takes; a `RuntimeError` naming the URL and the answer when it is not a 200."""
+    began = time.perf_counter()
+    response = send()
+    elapsed = (time.perf_counter() - began) * 1000
+    if response.status_code != 200:
+        raise RuntimeError(f"{response.request.url} answered {response.status_code}: {response.text[:200]}")
+    return elapsed
+
+
 def synthetic_photos(count: int, size: tuple[int, int], seed: int = 0) -> list[str]:
     """Seeded noise photos as base64 PNG (the encoder's cost does not depend on pixel values)."""
     rng = np.random.default_rng(seed)

@@ -4,13 +4,12 @@ over local sockets), alternated so that a busy neighbour slows both alike."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import requests
 
-from serving.bench.serve import REQUEST_TIMEOUT_S, synthetic_photos
+from serving.bench.serve import REQUEST_TIMEOUT_S, synthetic_photos, timed_ms
 from serving.core.images import encode_png_base64
 
 SCENARIOS = ("repeat click", "edit")
@@ -45,15 +44,6 @@ class SplitComparison:
         return {**asdict(self), "p50": rows}
 
 
-def _timed_ms(call) -> float:
-    began = time.perf_counter()
-    response = call()
-    elapsed = (time.perf_counter() - began) * 1000
-    if response.status_code != 200:
-        raise RuntimeError(f"{response.request.url} answered {response.status_code}: {response.text[:200]}")
-    return elapsed
-
-
 def compare_split(
     single_url: str, split_url: str, size: tuple[int, int], clicks: int, edits: int, edit_steps: int
 ) -> SplitComparison:
@@ -79,7 +69,7 @@ def compare_split(
                 else:
                     body, path = edit, "/edit"
                 latencies[side][scenario].append(
-                    _timed_ms(
+                    timed_ms(
                         lambda url=url, path=path, body=body: session.post(
                             f"{url}{path}", json=body, timeout=REQUEST_TIMEOUT_S
                         )

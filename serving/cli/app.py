@@ -26,7 +26,7 @@ def _root() -> None:
 
 
 def read_file(path: Path, what: str = "") -> bytes:
-    """A file's bytes, or a clear error naming it (`what`: "image " -> "cannot read image PATH")."""
+    """A file's bytes, or a clear error naming it (`what`: "mask " -> "cannot read mask PATH")."""
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -34,14 +34,29 @@ def read_file(path: Path, what: str = "") -> bytes:
         raise  # unreachable: fail exits
 
 
-def read_image(path: Path, max_pixels: int):
-    """An upright RGB PIL image from a file (see `serving.core.images.load_image`), or a clear error."""
+class UnreadableImage(Exception):
+    """An image file that cannot be used; the message says why (the caller names the file)."""
+
+
+def open_image(path: Path, max_pixels: int):
+    """An upright RGB PIL image from a file (see `serving.core.images.load_image`); `UnreadableImage` if not."""
     from serving.core.images import ImageInputError, load_image
 
-    data = read_file(path, "image ")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnreadableImage(f"cannot read image: {exc.strerror or exc}") from None
     try:
         return load_image(data, max_pixels)
     except ImageInputError as exc:
+        raise UnreadableImage(str(exc)) from None
+
+
+def read_image(path: Path, max_pixels: int):
+    """`open_image`, or a clear error naming the file."""
+    try:
+        return open_image(path, max_pixels)
+    except UnreadableImage as exc:
         fail(f"{path}: {exc}")
 
 

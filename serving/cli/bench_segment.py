@@ -1,4 +1,5 @@
-"""`python -m serving bench segment`: first-click vs later-click latency and SAM encoder throughput."""
+"""`python -m serving bench segment`: first-click vs later-click latency and SAM encoder throughput; with `--auto`,
+the automatic subject's time per photo and IoU on composites with a known subject."""
 
 import json
 from pathlib import Path
@@ -32,7 +33,10 @@ def bench_segment(
     clicks: Annotated[int, typer.Option(min=1, help="Clicks in the session; all but the first are 'later'.")] = 10,
     repeats: Annotated[int, typer.Option(min=1, help="First clicks and encoder batches timed (median).")] = 2,
     batch_sizes: Annotated[str, typer.Option(metavar="N,N,...", help="Encoder batch sizes to time.")] = "1,4",
-    size: Annotated[str, typer.Option(metavar="WIDTHxHEIGHT", help="Size of the synthetic images.")] = "1024x768",
+    size: Annotated[
+        str | None,
+        typer.Option(metavar="WIDTHxHEIGHT", help="Size of the images (default 1024x768; with --auto 1152x864, 1 MP)."),
+    ] = None,
     device: Annotated[Literal["auto", "cpu", "cuda"], typer.Option(help="Torch device.")] = "auto",
     dtype: Annotated[
         Literal["auto", "float32", "float16", "bfloat16"],
@@ -43,8 +47,17 @@ def bench_segment(
         typer.Option(min=1, help="Torch CPU threads (default: torch's choice; 1 is steadier on a busy host)."),
     ] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the numbers to this JSON file.")] = None,
+    auto: Annotated[
+        bool,
+        typer.Option(
+            "--auto",
+            help="Instead: the automatic subject (the salient model of the settings) on scikit-image's sample photos "
+            "and on composites with a known subject: seconds per photo and IoU. Uses --size and --repeats.",
+        ),
+    ] = False,
 ) -> None:
-    """Time SAM: first click (encode + decode), later clicks (decode only, p50/p95), encode images/s per batch."""
+    """Time SAM: first click (encode + decode), later clicks (decode only, p50/p95), encode images/s per batch; or,
+    with --auto, the automatic subject: seconds per photo and IoU with a known subject."""
     import torch
 
     from serving.bench.segment import format_table, run_segment_bench
@@ -52,7 +65,12 @@ def bench_segment(
     from serving.models.sam import Segmenter
     from serving.settings import get_settings
 
-    width, height = _integers(size, "--size", "x", count=2)
+    width, height = _integers(size or ("1152x864" if auto else "1024x768"), "--size", "x", count=2)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if auto:
+        _bench_auto((width, height), repeats, json_path)
+        return
     sizes = _integers(batch_sizes, "--batch-sizes", ",")
     base = get_settings()
     settings = base.model_copy(
@@ -64,8 +82,6 @@ def bench_segment(
             "max_points": max(base.max_points, clicks),
         }
     )
-    if threads is not None:
-        torch.set_num_threads(threads)
     try:
         segmenter = Segmenter.from_settings(settings)
     except (WeightsError, RuntimeError) as exc:
@@ -73,6 +89,21 @@ def bench_segment(
     typer.echo(f"benchmarking {segmenter.model_name} on {segmenter.device} ...", err=True)
     result = run_segment_bench(segmenter, clicks=clicks, repeats=repeats, batch_sizes=sizes, size=(width, height))
     typer.echo(format_table(result))
+    if json_path is not None:
+        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        typer.echo(f"wrote {json_path}", err=True)
+
+
+def _bench_auto(size: tuple[int, int], repeats: int, json_path: Path | None) -> None:
+    from serving.bench.salient import format_auto_table, run_auto_bench
+    from serving.models.subject import SubjectFinder
+
+    finder = SubjectFinder.from_settings()
+    if finder.detector is None:
+        fail(f"the automatic subject is not available: {finder.detector_problem}")
+    typer.echo(f"benchmarking the automatic subject ({finder.detector.name}) ...", err=True)
+    result = run_auto_bench(finder, size, repeats)
+    typer.echo(format_auto_table(result))
     if json_path is not None:
         json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         typer.echo(f"wrote {json_path}", err=True)

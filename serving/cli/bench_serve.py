@@ -1,4 +1,5 @@
-"""`python -m serving bench serve`: requests/s and latency of the HTTP service, batching on vs off."""
+"""`python -m serving bench serve`: requests/s and latency of the HTTP service, batching on vs off; `--split`, the
+stage services on their own servers; `--folder`, photos/s of `edit PHOTO... --server` at several concurrencies."""
 
 import json
 from pathlib import Path
@@ -9,13 +10,13 @@ import typer
 from serving.cli.app import bench_app, fail
 
 
-def _client_counts(text: str) -> list[int]:
+def _client_counts(text: str, option: str = "--clients") -> list[int]:
     try:
         counts = [int(part) for part in text.split(",")]
     except ValueError:
         counts = []
     if not counts or min(counts) < 1 or max(counts) > 64:
-        fail(f"--clients {text!r} is not a list of client counts from 1 to 64 such as 1,4,8")
+        fail(f"{option} {text!r} is not a list of counts from 1 to 64 such as 1,4,8")
     return counts
 
 
@@ -44,6 +45,18 @@ def bench_serve(
             "multipart upload vs base64 JSON, an edit with previews on vs off; --per-client sets the repeats.",
         ),
     ] = False,
+    folder: Annotated[
+        bool,
+        typer.Option(
+            "--folder",
+            help="Instead: photos/s of a folder edit (`edit PHOTO... --server`, zero-click) at each --concurrency, "
+            "on --url or on a local service with batching on; --photos photos of --size width.",
+        ),
+    ] = False,
+    concurrency: Annotated[
+        str, typer.Option(metavar="N,N,...", help="With --folder: edits in flight at once, per run.")
+    ] = "1,4",
+    photos: Annotated[int, typer.Option(min=1, max=200, help="With --folder: photos in the folder.")] = 8,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the numbers to this JSON file.")] = None,
 ) -> None:
     """Load the service over HTTP: /segment (new image, repeat click) and /edit; batching on vs off; HTTP overhead.
@@ -67,7 +80,10 @@ def bench_serve(
     if http_clients:
         _bench_http_clients(url, photo_size, per_client, json_path)
         return
-    counts = _client_counts(clients)
+    if folder:
+        _bench_folder(url, _client_counts(concurrency, "--concurrency"), photos, photo_size, edit_steps, json_path)
+        return
+    counts = _client_counts(clients, "--clients")
     results = []
     if url:
         results += bench_server(url.rstrip("/"), "as-is", counts, per_client, photo_size, edit_steps)
@@ -142,4 +158,27 @@ def _bench_http_clients(url: str | None, photo_size: tuple[int, int], repeats: i
     typer.echo(format_pairs(pairs))
     if json_path:
         json_path.write_text(json.dumps([pair.row() for pair in pairs], indent=2))
+        typer.echo(f"wrote {json_path}")
+
+
+def _bench_folder(
+    url: str | None, concurrencies: list[int], count: int, size: tuple[int, int], steps: int, json_path: Path | None
+) -> None:
+    """A folder edit at each concurrency, on `url` or on a local service (profile defaults to tiny here)."""
+    import os
+    import tempfile
+    from contextlib import nullcontext
+
+    from serving.bench.folder import folder_throughput, format_folder_table
+    from serving.processes import running_service
+
+    if url is None:
+        os.environ.setdefault("MOODSHIFT_PROFILE", "tiny")
+        log = Path(tempfile.mkdtemp(prefix="moodshift-bench-folder-")) / "service.log"
+        typer.echo(f"starting a service with batching on (log: {log})")
+    with nullcontext(url.rstrip("/")) if url else running_service({}, log) as service:
+        results = folder_throughput(service, concurrencies, count, size, steps)
+    typer.echo(format_folder_table(results))
+    if json_path:
+        json_path.write_text(json.dumps([r.row() for r in results], indent=2))
         typer.echo(f"wrote {json_path}")

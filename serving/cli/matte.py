@@ -1,7 +1,8 @@
-"""`python -m serving matte IMAGE (--mask MASK.png | --point X,Y[,LABEL] ... [--box X0,Y0,X1,Y1]) -o CUTOUT.png`.
+"""`python -m serving matte IMAGE [--mask MASK.png | --point X,Y[,LABEL] ... [--box X0,Y0,X1,Y1] [--auto]] -o OUT.png`.
 
-Cuts the subject out as an RGBA PNG at the photo's size: straight (not premultiplied) alpha, soft at the subject's
-edge, where the colours are the subject's own (the old background's tint taken out).
+Cuts the subject (a mask, clicks, or found automatically when neither is given) out as an RGBA PNG at the photo's
+size: straight (not premultiplied) alpha, soft at the subject's edge, where the colours are the subject's own (the
+old background's tint taken out).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated
 import typer
 
 from serving.cli.app import app, fail, read_file, read_image
-from serving.cli.segment import BoxOption, MaskOption, PointsOption, parse_subject
+from serving.cli.segment import AutoOption, BoxOption, MaskOption, PointsOption, parse_subject
 
 
 @app.command("matte")
@@ -22,6 +23,7 @@ def matte(
     mask: MaskOption = None,
     points: PointsOption = None,
     box: BoxOption = None,
+    auto: AutoOption = False,
 ) -> None:
     """Write the subject of IMAGE as a PNG with transparency: a soft edge with the subject's own colours."""
     import numpy as np
@@ -33,7 +35,7 @@ def matte(
     from serving.pipeline import Pipeline
     from serving.settings import get_settings
 
-    clicks, box_values = parse_subject(mask, points, box)
+    clicks, box_values = parse_subject(mask, points, box, auto)
     if output.suffix.lower() != ".png":
         fail(f"a cut-out is a PNG with transparency: name the output .png, not {output.name}")
     settings = get_settings()
@@ -46,7 +48,9 @@ def matte(
             fail(f"{mask}: {exc}")
     pipeline = Pipeline.in_process(settings)  # SAM loads only for clicks, after they are checked
     try:
-        cutout = pipeline.cutout(np.asarray(picture), subject_mask=subject_mask, points=clicks or None, box=box_values)
+        cutout = pipeline.cutout(
+            np.asarray(picture), subject_mask=subject_mask, points=clicks or None, box=box_values, auto=auto
+        )
     except (InputError, WeightsError, RuntimeError) as exc:
         fail(str(exc))
     try:

@@ -1,5 +1,6 @@
-"""`python -m serving segment IMAGE --point X,Y[,LABEL] ... [--box X0,Y0,X1,Y1] -o MASK.png`: one subject mask; and the
-parsing of clicks, boxes and subject options that `edit` and `matte` share."""
+"""`python -m serving segment IMAGE [--auto] [--point X,Y[,LABEL] ...] [--box X0,Y0,X1,Y1] -o MASK.png`: one subject
+mask: the automatic subject (no clicks), refined by clicks with --auto, or SAM from the clicks; and the parsing of
+clicks, boxes and subject options that `edit` and `matte` share."""
 
 from pathlib import Path
 from typing import Annotated
@@ -33,7 +34,7 @@ def parse_box(text: str) -> list[float]:
     return parse_numbers(text, "--box", "X0,Y0,X1,Y1", (4,))
 
 
-# The subject of `edit` and `matte`: a mask file, or clicks and/or a box for SAM.
+# The subject of `edit` and `matte`: a mask file, clicks and/or a box, or nothing (the automatic subject).
 MaskOption = Annotated[
     Path | None,
     typer.Option("--mask", help="Subject mask image, same size as IMAGE: white = subject (grey = a soft edge)."),
@@ -45,18 +46,28 @@ PointsOption = Annotated[
         "-p",
         metavar="X,Y[,LABEL]",
         help="Instead of --mask: a click X,Y[,LABEL] on the subject in image pixels (LABEL 1 = subject, default; "
-        "0 = not subject); repeat in click order. Uses the SAM segmenter.",
+        "0 = not subject); repeat in click order. Uses the SAM segmenter (with --auto: refines the automatic one).",
     ),
 ]
 BoxOption = Annotated[
     str | None, typer.Option("--box", metavar="X0,Y0,X1,Y1", help="With or instead of --point: a box around it.")
 ]
+AutoOption = Annotated[
+    bool,
+    typer.Option(
+        "--auto",
+        help="Start from the automatic subject and refine it with --point/--box. Without --mask, --point or --box "
+        "the subject is found automatically anyway.",
+    ),
+]
 
 
-def parse_subject(mask: Path | None, points: list[str] | None, box: str | None) -> tuple[list, list[float] | None]:
-    """The clicks and box of --point/--box; a clear error when neither they nor --mask are given, or both are."""
-    if (mask is None) == (not points and box is None):
-        fail("give the subject either as --mask MASK.png or as --point X,Y[,LABEL] (and/or --box), not both")
+def parse_subject(
+    mask: Path | None, points: list[str] | None, box: str | None, auto: bool = False
+) -> tuple[list, list[float] | None]:
+    """The clicks and box of --point/--box (none: the automatic subject); a clear error for a mask with them."""
+    if mask is not None and (points or box is not None or auto):
+        fail("give the subject either as --mask MASK.png or as --point X,Y[,LABEL] and/or --box (or --auto), not both")
     return [parse_point(text) for text in points or []], None if box is None else parse_box(box)
 
 
@@ -75,8 +86,17 @@ def segment(
         ),
     ] = None,
     box: Annotated[str | None, typer.Option("--box", metavar="X0,Y0,X1,Y1", help="Box around the subject.")] = None,
+    auto: Annotated[
+        bool,
+        typer.Option(
+            "--auto",
+            help="Start from the automatic subject (a salient-object model; what runs without clicks) and refine "
+            "it with the clicks/box, instead of SAM from the clicks alone.",
+        ),
+    ] = False,
 ) -> None:
-    """Write the subject mask of IMAGE for the given clicks and/or box (SAM, profile from MOODSHIFT_* settings)."""
+    """Write the subject mask of IMAGE: the automatic subject with no clicks (or --auto with clicks refining it),
+    else SAM from the clicks and/or box (models from the MOODSHIFT_* settings)."""
     import numpy as np
 
     from serving.core.errors import InputError
@@ -90,11 +110,12 @@ def segment(
     clicks = [parse_point(text) for text in points or []]
     box_values = None if box is None else parse_box(box)
     pipeline = Pipeline.in_process(settings)
+    auto = pipeline.wants_auto(clicks, box_values, auto)
     try:  # the clicks are checked before the model is built: a typo should not cost a model load
-        pipeline.check_clicks(picture.size, clicks, box_values)
+        pipeline.check_clicks(picture.size, clicks, box_values, auto)
         model = pipeline.segmentation.info()
-        result = pipeline.segment(np.asarray(picture), clicks, box_values)
-    except (InputError, WeightsError, RuntimeError) as exc:
+        result = pipeline.segment(np.asarray(picture), clicks, box_values, auto)
+    except (InputError, WeightsError, RuntimeError) as exc:  # RuntimeError: no CUDA, or no salient model
         fail(str(exc))
     subject_mask = result.mask
     try:
@@ -105,7 +126,7 @@ def segment(
     width, height = picture.size
     typer.echo(
         f"wrote {output} ({width}×{height}, subject {100 * subject_mask.mean():.1f}% of pixels, "
-        f"score {result.score:.3f}, {model['model']})"
+        f"score {result.score:.3f}, {result.engine})"
     )
-    if model["demo"]:
+    if model["demo"] and result.engine == model["model"]:  # SAM with random weights made this mask
         typer.echo("note: demo model with random weights; the mask is arbitrary (see `python -m serving weights`)")

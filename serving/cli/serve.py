@@ -15,8 +15,10 @@ if TYPE_CHECKING:
 def check_weights_or_fail() -> list[str]:
     """Resolve the profile of each stage served here the way its service will, from the same checks (complete,
     intact, of the configured kind; headers only, so in seconds); a `real` stage whose weights cannot load stops
-    here with the loader's message: the file and the fix. A stage at a URL is not checked here."""
+    here with the loader's message: the file and the fix. A stage at a URL is not checked here. The automatic
+    subject's model is named too; without it the service still starts (clicks work), and says so."""
     from serving.models.profiles import resolve_profile
+    from serving.models.salient_weights import find_salient
     from serving.models.sam_builders import find_sam
     from serving.models.sdxl_builders import sdxl_weights
     from serving.settings import get_settings
@@ -37,6 +39,10 @@ def check_weights_or_fail() -> list[str]:
         lines.append(f"{stage}: {resolved.profile}" + (f" ({resolved.reason})" if resolved.reason else ""))
         if stage == "diffusion":
             lines.append(fast_mode_line(settings, resolved.profile))
+    if not settings.segment_service_url:
+        salient = find_salient(settings)
+        missing = f"not available, zero-click requests will fail: {salient.problem}"
+        lines.append(f"automatic subject: {missing if salient.problem else salient.label}")
     return lines
 
 

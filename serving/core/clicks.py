@@ -61,16 +61,19 @@ def validate_clicks(
     box: Sequence[Any] | None,
     image_size: tuple[int, int],
     max_points: int,
+    required: bool = True,
 ) -> Clicks:
     """Check clicks and box against an image of `image_size` (width, height) and return them normalised.
 
     A point is a `Point`, a mapping `{"x", "y", "label"}` (label defaults to 1) or a sequence `(x, y[, label])`.
-    Raises `ClickError` for no click and no box, too many points, a non-numeric or non-finite coordinate, a label
-    other than 0/1, a point or box outside the image, or a box whose corners are not top-left then bottom-right.
+    `required`: no click and no box is a mistake (False: they refine the automatic subject, and none is fine).
+    Raises `ClickError` for no click and no box when required, too many points, a non-numeric or non-finite
+    coordinate, a label other than 0/1, a point or box outside the image, or a box whose corners are not top-left
+    then bottom-right.
     """
     width, height = image_size
     points = [] if points is None else list(points)
-    if not points and box is None:
+    if required and not points and box is None:
         raise ClickError("no clicks: give at least one point or a box")
     if len(points) > max_points:
         raise ClickError(f"{len(points)} points given, at most {max_points} are allowed (MOODSHIFT_MAX_POINTS)")

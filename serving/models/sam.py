@@ -53,6 +53,7 @@ class SegmentResult:
     image_id: str
     cached: bool  # the embedding was reused: this call ran no image encoder
     used_mask_input: bool  # the previous click's logits refined this mask
+    engine: str  # the model that made the mask (SAM's name here; see `serving.models.subject`)
 
 
 class Encoded(NamedTuple):
@@ -337,6 +338,7 @@ class Segmenter:
             image_id=key,
             cached=cached,
             used_mask_input=previous_logits is not None,
+            engine=self.model_name,
         )
 
     def _previous_logits(self, key: str, clicks: Clicks) -> np.ndarray | None:

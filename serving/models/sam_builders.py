@@ -224,18 +224,39 @@ def _fetch_again(path: Path, model_type: str | None, download_url: str) -> str:
     return f"download it again from where it came from, or use an official file ({examples})"
 
 
+@dataclass(frozen=True)
+class SamPlan:
+    """What the settings' SAM stage will run, known without building it: the weights, the resolved profile and the
+    model's name (`sam-vit_h`, `sam-tiny (random weights)`)."""
+
+    weights: SamWeights
+    profile: ResolvedProfile
+    model_name: str
+
+
+def plan_sam(settings: Settings) -> SamPlan:
+    """The SAM stage of the settings: which weights and profile, and its name (reads file headers only)."""
+    weights = find_sam(settings)
+    resolved = resolve_profile(settings.stage_profile("sam"), weights.problem, weights.label)
+    if resolved.profile == "real":
+        return SamPlan(weights, resolved, f"sam-{weights.model_type}")
+    if resolved.profile == "random-full":
+        return SamPlan(weights, resolved, f"sam-{settings.sam_model_type} (random weights)")
+    return SamPlan(weights, resolved, "sam-tiny (random weights)")
+
+
 def build_sam(
     settings: Settings, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
 ) -> tuple[Sam, ResolvedProfile, str]:
     """The SAM model for the settings' profile, placed on `device` (see `place_sam`): (model, resolved profile,
     human-readable model name)."""
-    weights = find_sam(settings)
-    resolved = resolve_profile(settings.stage_profile("sam"), weights.problem, weights.label)
+    plan = plan_sam(settings)
+    weights, resolved = plan.weights, plan.profile
     if resolved.profile == "real":
         configured = None if weights.type_from_file else settings.sam_model_type
         sam = load_sam_checkpoint(configured, weights.path, settings.sam_download_url, device, dtype)
-        return sam, resolved, f"sam-{weights.model_type}"
-    if resolved.profile == "random-full":
-        sam = build_sam_architecture(settings.sam_model_type, settings.seed)
-        return place_sam(sam, device, dtype), resolved, f"sam-{settings.sam_model_type} (random weights)"
-    return place_sam(build_tiny_sam(settings.seed), device, dtype), resolved, "sam-tiny (random weights)"
+    elif resolved.profile == "random-full":
+        sam = place_sam(build_sam_architecture(settings.sam_model_type, settings.seed), device, dtype)
+    else:
+        sam = place_sam(build_tiny_sam(settings.seed), device, dtype)
+    return sam, resolved, plan.model_name

@@ -1,9 +1,9 @@
 """What `python -m serving weights` reports and fetches.
 
-For each stage: the weights the settings select, whether they are complete and intact (sizes; the sha256 prefix
-of SAM's official files), and what will run (profile, layout, variant, dtype, device, offload mode) and why;
-offline, in seconds (headers are read, not weights). `--download` fetches what is missing, exactly in the layouts
-the loaders load, where a network exists.
+For each stage (SAM, SDXL, the automatic subject's salient model): the weights the settings select, whether they
+are complete and intact (sizes; the sha256 of SAM's official files and of U²-Netp), and what will run (profile,
+layout, variant, dtype, device, offload mode) and why; offline, in seconds (headers are read, not weights).
+`--download` fetches what is missing, exactly in the layouts the loaders load, where a network exists.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from serving.models.errors import WeightsError
 from serving.models.fast_models import DEFAULT_FAST_URL, FAMILIES, find_fast_model
 from serving.models.memory import plan_offload, vae_dtype_for
 from serving.models.profiles import ResolvedProfile, resolve_device, resolve_dtype, resolve_profile
-from serving.models.sam_builders import find_sam
+from serving.models.salient_weights import find_salient
+from serving.models.sam_builders import find_sam, plan_sam
 from serving.models.sdxl_builders import SDXL_REPO_ID, SDXL_VAE_FOLDER, SDXL_VAE_FP16_REPO_ID, sdxl_weights
 from serving.models.sdxl_layouts import (
     HUB_CACHE,
@@ -69,12 +70,17 @@ class Download:
 
 
 def report_weights(settings: Settings, check_sha256: bool = True) -> list[StageReport]:
-    """The segment and diffusion stages' reports and fast mode's few-step weights. check_sha256: hash the SAM file
-    (about a second per GB)."""
+    """The segment and diffusion stages' reports, fast mode's few-step weights, then the automatic subject's
+    (`salient`). check_sha256: hash the SAM file (about a second per GB; the 4.6 MB U²-Netp is always hashed)."""
     device = resolve_device(settings)
     dtype = resolve_dtype(settings, device)
     diffusion = _sdxl_report(settings, device, dtype)
-    return [_sam_report(settings, device, dtype, check_sha256), diffusion, _fast_report(settings, diffusion.profile)]
+    return [
+        _sam_report(settings, device, dtype, check_sha256),
+        diffusion,
+        _fast_report(settings, diffusion.profile),
+        _salient_report(settings),
+    ]
 
 
 def sam_sha256_note(path: Path, model_type: str) -> str:
@@ -178,6 +184,27 @@ def _fast_report(settings: Settings, diffusion: ResolvedProfile) -> StageReport:
         ("runs", f"{family.describe()}, {family.steps} steps, guidance {family.guidance:g}"),
     ]
     return StageReport("fast", diffusion, facts, None, False)
+
+
+def _salient_report(settings: Settings) -> StageReport:
+    weights = find_salient(settings)
+    facts = []
+    if weights.problem:
+        facts.append(("weights", weights.problem))
+    else:
+        if weights.embedded:
+            source = "embedded, sha256 matches"
+        elif settings.salient_model is not None:
+            source = "MOODSHIFT_SALIENT_MODEL"
+        else:
+            source = f"found in {settings.checkpoints_dir}, used instead of the embedded U²-Netp"
+        size = human_size(weights.path.stat().st_size)
+        facts.append(("weights", f"{weights.path}: {weights.spec.name} ({weights.spec.about}), {size}, {source}"))
+    clicks = "SAM" if not plan_sam(settings).profile.is_demo else "regions of its map (SAM has no real weights)"
+    runs = f"{weights.spec.name} finds the subject without a click (onnxruntime); clicks refine it with {clicks}"
+    facts.append(("runs", runs))
+    broken = weights.path.is_file() and bool(weights.problem)
+    return StageReport("salient", ResolvedProfile("real", f"found {weights.label}"), facts, weights.problem, broken)
 
 
 def _why(resolved: ResolvedProfile) -> str:

@@ -3,14 +3,17 @@
 - /info: the service's own edit options table (`serving.core.edit_options`), with `option_defaults` in place of
   the `MOODSHIFT_DEFAULT_*` settings (or `options` rows given as they are), the default `limits`, and `fast`: the
   tiny service's few-step stand-in, or `fast_models.unavailable(reason)` to have fast edits refused.
-- /segment: the mask is a disc around each positive point minus a smaller disc around each negative one; images
-  are decoded and named (`image_id`) by the service's own functions, and a repeat click may send the id instead.
+- /segment: no points and no box (or `auto`) start from the "automatic subject", a centred ellipse; each positive
+  point adds a disc around it and each negative one removes a smaller disc (without `auto` the discs alone make the
+  mask). `engine` says which: fake-salient, fake-salient+clicks, fake-sam. Images are decoded and named
+  (`image_id`) by the service's own functions, and any later request may send the id instead.
 - /matte: the subject (a mask, or discs around the clicks) as an RGBA PNG whose alpha falls off over a few pixels
   inside its boundary; masks are read and checked by the service's own functions.
 - /mood and /prompt: fixed answers (heuristic / template sources).
 - /edit_submit + /edit_status: options are checked as the service checks them (mode fast takes `fast`'s steps and
   guidance, or is refused with its reason); a job advances one step per status poll; the result keeps the subject's
-  pixels and paints the background a colour derived from the seed.
+  pixels (the mask, the clicks' mask, or the automatic subject) and paints the background a colour derived from the
+  seed.
 - Caller mistakes get the service's statuses: 400 (bad image, point outside it, bad option), 404 (unknown job),
   409 (an image_id no longer cached), 413 (an image over the pixel limit).
 - `fail[endpoint] = (status, message)` makes an endpoint answer with an error; `stop()` takes it down.
@@ -57,10 +60,19 @@ def tiny_fast_model() -> dict[str, Any]:
     return describe_fast(FAMILIES["lightning"], "lora", STAND_IN_NAME)
 
 
-def disc_mask(width: int, height: int, points: list[dict[str, Any]], radius: float) -> np.ndarray:
-    """HW bool: discs of `radius` around positive points, minus discs of radius/2 around negative points."""
+def automatic_subject(width: int, height: int) -> np.ndarray:
+    """The fake's automatic subject: a centred ellipse over the middle half of each side."""
     ys, xs = np.mgrid[0:height, 0:width]
-    mask = np.zeros((height, width), bool)
+    return ((xs - width / 2) / (width / 4)) ** 2 + ((ys - height / 2) / (height / 4)) ** 2 <= 1
+
+
+def disc_mask(
+    width: int, height: int, points: list[dict[str, Any]], radius: float, start: np.ndarray | None = None
+) -> np.ndarray:
+    """HW bool: `start` (or nothing) plus discs of `radius` around positive points, minus discs of radius/2 around
+    negative points."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    mask = np.zeros((height, width), bool) if start is None else start.copy()
     for point in points:
         if int(point.get("label", 1)) == 1:
             mask |= (xs - point["x"]) ** 2 + (ys - point["y"]) ** 2 <= radius**2
@@ -125,6 +137,8 @@ class FakeService:
     def __post_init__(self) -> None:
         self._jobs: dict[str, _Job] = {}
         self._images: dict[str, np.ndarray] = {}  # by image_id: what a repeat click may name instead of sending
+        # (image_id, auto) analysed so far: the service caches SAM's embedding and the automatic subject apart
+        self._analysed: set[tuple[str, bool]] = set()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -234,7 +248,12 @@ class FakeService:
         profile = "tiny" if self.demo_models else "real"
         return {
             "stages": {
-                "segment": {"profile": profile, "model": "fake-sam"},
+                "segment": {
+                    "profile": profile,
+                    "model": "fake-sam",
+                    "salient": {"model": "fake-salient", "file": "fake.onnx", "about": "fake", "problem": None},
+                    "clicks": "fake-salient+clicks",
+                },
                 "diffusion": {"profile": profile, "model": "fake-sdxl"},
                 "mood": {"model": "llava", "host": "http://127.0.0.1:9", "reachable": False},
                 "prompt": {"model": "llama2", "host": "http://127.0.0.1:9", "reachable": False},
@@ -252,9 +271,18 @@ class FakeService:
     def _image(self, data: str) -> np.ndarray:
         return _decode(data, int(self.limits["max_image_pixels"]))
 
-    def _mask(self, image: np.ndarray, points: list[dict[str, Any]]) -> np.ndarray:
+    def _mask(self, image: np.ndarray, points: list[dict[str, Any]], auto: bool) -> tuple[np.ndarray, str]:
+        """The mask of the clicks (starting from the automatic subject with `auto`) and its engine."""
         height, width = image.shape[:2]
-        return disc_mask(width, height, points, self.disc_radius_fraction * min(width, height))
+        start = automatic_subject(width, height) if auto else None
+        mask = disc_mask(width, height, points, self.disc_radius_fraction * min(width, height), start)
+        engine = "fake-sam" if not auto else "fake-salient+clicks" if points else "fake-salient"
+        return mask, engine
+
+    @staticmethod
+    def _starts_automatic(body: dict[str, Any]) -> bool:
+        """As the service decides: asked to (`auto`), or no points and no box."""
+        return bool(body.get("auto")) or (not body.get("points") and body.get("box") is None)
 
     def _photo(self, body: dict[str, Any]) -> tuple[np.ndarray, str, bool]:
         """The photo sent (kept by its id) or named by an earlier answer's `image_id` (409 when not kept), its id,
@@ -263,9 +291,9 @@ class FakeService:
             image = self._image(body["image"])
             image_id = image_id_of(image)
             with self._lock:
-                cached = image_id in self._images
+                kept = image_id in self._images
                 self._images[image_id] = image
-            return image, image_id, cached
+            return image, image_id, kept
         image_id = str(body.get("image_id"))
         with self._lock:
             image = self._images.get(image_id)
@@ -274,27 +302,30 @@ class FakeService:
         return image, image_id, True
 
     def _segment(self, body: dict[str, Any]) -> dict[str, Any]:
-        points = body["points"]
-        if not points:
-            raise ValueError("no clicks: give at least one point or a box")
-        image, image_id, cached = self._photo(body)
+        points = body.get("points") or []
+        auto = self._starts_automatic(body)
+        image, image_id, _ = self._photo(body)
+        with self._lock:  # cached: this image was segmented this way before (its model results are kept)
+            cached = (image_id, auto) in self._analysed
+            self._analysed.add((image_id, auto))
         _check_points(points, image.shape[1], image.shape[0])
-        mask = self._mask(image, points)
-        return {"mask": _png_b64(mask.astype(np.uint8) * 255), "score": 0.9, "image_id": image_id, "cached": cached}
+        mask, engine = self._mask(image, points, auto)
+        mask_png = _png_b64(mask.astype(np.uint8) * 255)
+        return {"mask": mask_png, "score": 0.9, "image_id": image_id, "cached": cached, "engine": engine}
 
     def _matte(self, body: dict[str, Any]) -> dict[str, Any]:
         image, image_id, _ = self._photo(body)
         height, width = image.shape[:2]
         if body.get("mask") is not None:
-            if body.get("points") or body.get("box") is not None:
-                raise ValueError("give either a mask or points/box, not both")
+            if body.get("points") or body.get("box") is not None or body.get("auto"):
+                raise ValueError("give either a mask or points/box (or auto), not both")
             levels = mask_levels_from_png_bytes(decode_base64(body["mask"], "mask"), (width, height))
             subject = check_subject_mask(levels, image.shape)
-        elif body.get("points"):
-            _check_points(body["points"], width, height)
-            subject = check_subject_mask(self._mask(image, body["points"]), image.shape)
-        else:
-            raise ValueError("no subject: give a mask, or points/box to segment the subject")
+        else:  # clicks, or the automatic subject, as /segment makes them
+            points = body.get("points") or []
+            _check_points(points, width, height)
+            mask, _ = self._mask(image, points, self._starts_automatic(body))
+            subject = check_subject_mask(mask, image.shape)
         alpha = 1.0 - feather(~subject, SOFT_EDGE_PX)  # 1 deep inside, falling to 0 at the boundary
         rgba = np.dstack([image * (alpha > 0)[..., None], np.rint(alpha * 255)]).astype(np.uint8)
         return {"cutout": _png_b64(rgba), "image_id": image_id}
@@ -324,7 +355,7 @@ class FakeService:
             mask = Image.open(io.BytesIO(base64.b64decode(body["mask"]))).convert("L")
             subject = np.asarray(mask) >= 128
         else:
-            subject = self._mask(image, body["points"])
+            subject, _ = self._mask(image, body.get("points") or [], self._starts_automatic(body))
         images = []
         for seed in options.seeds:
             out = image.copy()

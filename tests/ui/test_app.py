@@ -76,7 +76,7 @@ def test_clicks_send_image_coordinates_and_the_mask_is_drawn_on_the_canvas(studi
         {"x": 750, "y": 498, "label": 1},
         {"x": 267, "y": 268, "label": 0},  # 100·1500/560 = 267.9, 100·1000/373 = 268.1
     ]
-    assert any("embedding reused" in caption for caption in texts(at.caption))  # repeat clicks reuse it
+    assert any("no model rerun" in caption for caption in texts(at.caption))  # repeat clicks reuse the analysis
 
 
 def _download_labels(at: AppTest) -> list[str]:
@@ -112,7 +112,39 @@ def test_a_service_without_cut_outs_says_so_and_the_studio_goes_on(studio, fake_
     assert CUTOUT_LABEL not in _download_labels(at) and at.session_state.segmentation is not None
 
 
-def test_undo_and_clear(studio, fake_service, big_photo_png):
+def test_the_automatic_subject_shows_on_upload_without_a_click(studio, fake_service, big_photo_png):
+    at = upload(studio, "big.png", big_photo_png)
+    assert_no_exception(at)
+    assert fake_service.calls("/segment") == [{"image": at.session_state.source.photo.b64, "points": [], "auto": True}]
+    overlay = canvas_background(at)
+    plain = np.asarray(Image.open(io.BytesIO(big_photo_png)).resize((560, 373), Image.Resampling.LANCZOS))
+    centre = overlay[186, 280].astype(int)  # inside the fake's automatic subject (a centred ellipse)
+    assert np.abs(centre - (0.55 * plain[186, 280] + 0.45 * np.asarray(MASK_TINT))).max() <= 2
+    assert np.array_equal(overlay[10, 10], plain[10, 10])
+    assert any(
+        caption.startswith("Automatic subject · mask covers 20%") and "made by fake-salient ·" in caption
+        for caption in texts(at.caption)
+    )
+    assert at.session_state.points == [] and at.button(key="start_over").proto.disabled  # nothing to undo yet
+    # Generate waits only for a word now: the mask is there.
+    assert "Type a word (or a prompt) for the new background." in texts(at.caption)
+
+
+def test_generate_works_straight_away_with_the_automatic_mask(studio, fake_service, big_photo_png):
+    at = upload(studio, "big.png", big_photo_png)
+    at.text_input(key="user_word").input("forest")
+    at = at.run()
+    at.button(key="generate").click()
+    at = at.run()
+    assert_no_exception(at)
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(fake_service.calls("/edit_submit")[-1]["mask"]))))
+    from tests.ui.fake_service import automatic_subject
+
+    assert np.array_equal(mask == 255, automatic_subject(1500, 1000))  # what the user saw, at full size
+    assert "Saved to history" in texts(at.success)
+
+
+def test_undo_and_start_over(studio, fake_service, big_photo_png):
     at = click(click(upload(studio, "big.png", big_photo_png), 280, 186), 400, 300)
     assert len(fake_service.calls("/segment")[-1]["points"]) == 2
 
@@ -126,18 +158,20 @@ def test_undo_and_clear(studio, fake_service, big_photo_png):
         186, abs=0.5
     )
 
-    calls = len(fake_service.calls("/segment"))
-    at.button(key="clear").click()
+    at.button(key="start_over").click()
     at = at.run()
+    assert_no_exception(at)
     assert canvas_props(at)["initialDrawing"]["objects"] == []
-    assert len(fake_service.calls("/segment")) == calls  # nothing to segment
-    assert at.session_state.segmentation is None
-    assert (canvas_background(at) != 255).any(axis=2).all()  # no outline any more
+    assert fake_service.calls("/segment")[-1]["points"] == []  # back to the automatic subject
+    assert at.session_state.segmentation.engine == "fake-salient" and at.session_state.segmentation.cached
+    assert any(caption.startswith("Automatic subject") for caption in texts(at.caption))
+    assert at.button(key="start_over").proto.disabled
 
 
 def test_an_answer_is_kept_when_a_new_click_interrupts_the_run(studio, fake_service, big_photo_png, monkeypatch):
     """Regression: a rerun requested during a slow call stops the script at the spinner's exit; the mood and
-    mask that had arrived were lost and never asked for again (an empty mood box, no overlay, no error)."""
+    mask that had arrived were lost and never asked for again (an empty mood box, no overlay, no error). Here every
+    spinner during which an answer came from the service is cut at its exit."""
     import contextlib
 
     import streamlit
@@ -148,20 +182,49 @@ def test_an_answer_is_kept_when_a_new_click_interrupts_the_run(studio, fake_serv
 
     @contextlib.contextmanager
     def interrupted_spinner(*args, **kwargs):
+        asked = len(fake_service.requests)
         with real_spinner(*args, **kwargs):
             yield
-        interrupted.append(args[0])
-        raise StopException()  # what Streamlit raises at the next st call when a rerun is pending
+        if len(fake_service.requests) > asked:  # an answer arrived from the service during the spinner
+            interrupted.append(args[0])
+            raise StopException()  # what Streamlit raises at the next st call when a rerun is pending
 
     monkeypatch.setattr(streamlit, "spinner", interrupted_spinner)
-    at = click(upload(studio, "big.png", big_photo_png), 280, 186)
+    at = upload(studio, "big.png", big_photo_png)  # the automatic subject's answer arrives, the run is cut
+    at = click(at.run(), 280, 186)  # the mood's answer arrives, the run is cut; then the click's
     monkeypatch.setattr(streamlit, "spinner", real_spinner)
-    assert interrupted == ["Reading the photo's mood…", "Finding the subject…"]
+    assert interrupted == ["Finding the subject…", "Reading the photo's mood…", "Finding the subject…"]
     at = at.run()
     assert_no_exception(at)
     assert at.text_input(key="keywords_text").value == "calm, warm, soft"
     assert at.session_state.segmentation is not None and at.session_state.mask_overlay is not None
-    assert len(fake_service.calls("/mood")) == 1 and len(fake_service.calls("/segment")) == 1  # not asked twice
+    assert at.session_state.segmentation.engine == "fake-salient+clicks"
+    assert len(fake_service.calls("/mood")) == 1 and len(fake_service.calls("/segment")) == 2  # none asked twice
+
+
+def test_an_answer_cut_before_it_is_recorded_is_not_asked_for_again(studio, fake_service, big_photo_png, monkeypatch):
+    """Regression: writing session_state is where Streamlit stops a run once a rerun is asked for (the canvas asks
+    for one as it reports its size), so the upload's /segment answer was lost there and every upload sent two."""
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    from ui.panels import points
+
+    real_overlay = points.overlay_mask
+    cuts = []
+
+    def cut_once(*args, **kwargs):
+        if not cuts:
+            cuts.append("cut")
+            raise StopException()  # as if state.update had found a rerun waiting
+        return real_overlay(*args, **kwargs)
+
+    monkeypatch.setattr(points, "overlay_mask", cut_once)
+    at = upload(studio, "big.png", big_photo_png)
+    at = at.run()
+    assert_no_exception(at)
+    assert cuts == ["cut"] and at.session_state.mask_overlay is not None
+    assert len(fake_service.calls("/segment")) == 1  # the answer waited for the next run
+    assert at.session_state["_segment_answers"] == {}  # and was forgotten once recorded
 
 
 def test_mood_and_prompt_preview(studio, fake_service, big_photo_png):

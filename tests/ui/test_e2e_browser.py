@@ -1,5 +1,6 @@
 """End to end in a real browser: `python -m serving demo` on the tiny profile (fake Ollama) driven by headless
-Debian chromium through Playwright: upload, click, see the mask, generate, see the result and the history entry.
+Debian chromium through Playwright: upload, see the automatic mask (the real U²-Netp) without a click, click to
+refine it, generate, see the result and the history entry.
 
 Needs `/usr/bin/chromium` (apt-get install chromium); Playwright's own browsers are not downloaded.
 """
@@ -96,11 +97,13 @@ def canvas_png(locator) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB")).astype(int)
 
 
-def test_studio_in_a_real_browser(demo, tmp_path, coffee):
+def test_studio_in_a_real_browser(demo, tmp_path, coffee, u2netp):
     from playwright.sync_api import expect, sync_playwright
 
     photo = tmp_path / "coffee.png"
     Image.fromarray(coffee).resize(PHOTO_SIZE, Image.Resampling.BILINEAR).save(photo)
+    # The photo as the studio draws it without a mask: scaled to the 560×373 canvas.
+    plain = np.asarray(Image.open(photo).resize((560, 373), Image.Resampling.LANCZOS)).astype(int)
     ARTIFACTS.mkdir(exist_ok=True)
 
     with sync_playwright() as playwright:
@@ -123,17 +126,20 @@ def test_studio_in_a_real_browser(demo, tmp_path, coffee):
                 arg=background.element_handle(),
                 timeout=30_000,
             )
+            # No click yet: the automatic subject (U²-Netp) is tinted and outlined on the canvas.
+            expect(page.get_by_text("Automatic subject · mask covers")).to_be_visible(timeout=120_000)
+            expect(page.get_by_text("made by u2netp ·")).to_be_visible()
             page.wait_for_timeout(1500)
-            before = canvas_png(background)
+            automatic = canvas_png(background)[: plain.shape[0], : plain.shape[1]]  # the element may round up a pixel
+            changed = np.abs(automatic - plain).max(axis=2) > 30
+            assert changed.sum() > 2000, f"no automatic mask visible ({changed.sum()} pixels differ from the photo)"
+            assert changed[190, 280], "the cup is not in the automatic mask"
+            page.screenshot(path=str(ARTIFACTS / "e2e-automatic-mask.png"), full_page=True)
 
             click_x, click_y = 280, 190  # on the cup, in canvas pixels
             upper.click(position={"x": click_x, "y": click_y})
-            expect(page.get_by_text("mask covers")).to_be_visible(timeout=120_000)
-            page.wait_for_timeout(1500)
-            after = canvas_png(background)
-            # The mask overlay (tint and outline) is drawn into the canvas background.
-            changed = np.abs(after - before).max(axis=2) > 30
-            assert changed.sum() > 50, f"no mask overlay visible ({changed.sum()} pixels changed)"
+            expect(page.get_by_text("1 subject · 0 not-subject points · mask covers")).to_be_visible(timeout=120_000)
+            expect(page.get_by_text("made by u2netp+clicks")).to_be_visible()
 
             # The mood read on upload (fake Ollama's canned LLaVA answer) fills the keywords box.
             expect(page.get_by_role("textbox", name="Mood of the photo")).to_have_value(

@@ -59,6 +59,10 @@ def _session(client: httpx.Client, photo: str) -> dict[str, Answer]:
     segment = answers["segment"][1]
     answers["segment by image_id"] = _call(client, "/segment", {"image_id": segment["image_id"], "points": [CLICK]})
     answers["matte"] = _call(client, "/matte", {"image": photo, "mask": segment["mask"]})
+    answers["segment: automatic"] = _call(client, "/segment", {"image": photo})
+    refine = {"image_id": segment["image_id"], "points": [CLICK], "auto": True}
+    answers["segment: automatic, refined"] = _call(client, "/segment", refine)
+    answers["matte: automatic"] = _call(client, "/matte", {"image_id": segment["image_id"]})
     answers["mood"] = _call(client, "/mood", {"image": photo})
     answers["prompt"] = _call(client, "/prompt", {"keywords": ["calm", "warm"], "user_keyword": "forest"})
     # What the studio sends: every option of the table (at its default), the seed drawn.
@@ -73,6 +77,8 @@ def _session(client: httpx.Client, photo: str) -> dict[str, Answer]:
             break
         time.sleep(0.1)
     answers["edit_cancel"] = _call(client, "/edit_cancel", {"job_id": job_id})
+    automatic = {key: value for key, value in edit.items() if key != "mask"}
+    answers["edit_submit: automatic"] = _call(client, "/edit_submit", automatic)
 
     answers["segment: not an image"] = _call(client, "/segment", {"image": NOT_AN_IMAGE, "points": [CLICK]})
     answers["mood: not an image"] = _call(client, "/mood", {"image": NOT_AN_IMAGE})
@@ -86,7 +92,6 @@ def _session(client: httpx.Client, photo: str) -> dict[str, Answer]:
     answers["segment: unknown image_id"] = _call(client, "/segment", {"image_id": "0" * 32, "points": [CLICK]})
     outside = {"image": photo, "points": [{"x": 3000, "y": 200, "label": 1}]}
     answers["segment: point outside the image"] = _call(client, "/segment", outside)
-    answers["matte: no subject"] = _call(client, "/matte", {"image": photo})
     answers["matte: mask of another size"] = _call(client, "/matte", {"image": photo, "mask": SMALL_MASK})
     answers["matte: not an image"] = _call(client, "/matte", {"image": NOT_AN_IMAGE, "mask": segment["mask"]})
     return answers
@@ -114,8 +119,20 @@ def assert_same_shape(real: dict[str, Any], fake: dict[str, Any], where: str) ->
 
 
 ENDPOINTS = [
-    "info", "segment", "segment by image_id", "matte", "mood", "prompt", "edit_submit", "edit_status", "edit_cancel"
-]  # fmt: skip
+    "info",
+    "segment",
+    "segment by image_id",
+    "matte",
+    "matte: automatic",
+    "segment: automatic",
+    "segment: automatic, refined",
+    "mood",
+    "prompt",
+    "edit_submit",
+    "edit_submit: automatic",
+    "edit_status",
+    "edit_cancel",
+]
 MISTAKES = [
     ("segment: not an image", 400),
     ("mood: not an image", 400),
@@ -127,7 +144,6 @@ MISTAKES = [
     ("edit_cancel: unknown job", 404),
     ("segment: unknown image_id", 409),
     ("segment: point outside the image", 400),
-    ("matte: no subject", 400),
     ("matte: mask of another size", 400),
     ("matte: not an image", 400),
 ]
@@ -147,6 +163,20 @@ def test_info_has_the_same_options_table_limits_and_stages(answers):
     assert fake["limits"] == real["limits"]
     assert set(fake["stages"]) == set(real["stages"])
     assert fake["fast"] == real["fast"]  # the tiny service's few-step stand-in, described alike
+    real_segment, fake_segment = real["stages"]["segment"], fake["stages"]["segment"]
+    assert {"salient", "clicks"} <= set(real_segment) & set(fake_segment)
+    assert set(fake_segment["salient"]) == set(real_segment["salient"])
+
+
+def test_the_automatic_subject_and_its_refinement_name_their_engines(answers):
+    engines = {side: [answers[side][name][1]["engine"] for name in ENGINE_ANSWERS] for side in ("real", "fake")}
+    assert engines["real"] == ["sam-tiny (random weights)", "u2netp", "u2netp+clicks"]
+    assert engines["fake"] == ["fake-sam", "fake-salient", "fake-salient+clicks"]
+    for side in ("real", "fake"):
+        automatic, refined = (answers[side][name][1] for name in ENGINE_ANSWERS[1:])
+        assert _png(automatic["mask"]).size == (600, 400)
+        assert automatic["cached"] is False  # SAM had seen the photo, the automatic subject had not: a model ran
+        assert refined["cached"] is True and refined["image_id"] == automatic["image_id"]
 
 
 def test_images_get_the_same_id_and_jobs_ids_of_the_same_format(answers):
@@ -156,6 +186,9 @@ def test_images_get_the_same_id_and_jobs_ids_of_the_same_format(answers):
         assert (segment["cached"], again["cached"], again["image_id"]) == (False, True, segment["image_id"])
         assert HEX_ID.match(answers[side]["edit_submit"][1]["job_id"]), side
     assert answers["fake"]["segment"][1]["image_id"] == answers["real"]["segment"][1]["image_id"]
+
+
+ENGINE_ANSWERS = ["segment", "segment: automatic", "segment: automatic, refined"]
 
 
 def _png(text: str) -> Image.Image:

@@ -37,7 +37,9 @@ class JobEnded:
 def _block_reason() -> str | None:
     state = st.session_state
     if state.segmentation is None:
-        return "Click on the subject first: the edit keeps what the mask covers."
+        return "Waiting for the subject mask: the edit keeps what it covers."
+    if state.mask_coverage == 0:
+        return "The mask is empty: click on the subject first."
     if not state.prompt_text.strip() and not state.user_word.strip():
         return "Type a word (or a prompt) for the new background."
     return None

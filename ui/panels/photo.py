@@ -27,7 +27,7 @@ def set_source(source: SourceImage | None) -> None:
     state.canvas_gen += 1
     state.segmentation = None
     state.mask_overlay = None
-    state.segment_attempt = []
+    state.segment_attempt = None  # ask at once: the automatic subject needs no click
     state.segment_error = None
     state.cutout = None
     state.cutout_error = None

@@ -1,5 +1,6 @@
-"""Point prompts on the canvas, the live subject mask from /segment drawn over the photo, and the subject's cut-out
-from /matte (a PNG with transparency; its soft edge is drawn over the photo too)."""
+"""The subject mask drawn over the photo: the automatic subject as soon as a photo arrives, then refined by point
+prompts on the canvas (each click asks /segment again, starting from the automatic subject); and the subject's
+cut-out from /matte (a PNG with transparency; its soft edge is drawn over the photo too)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import streamlit as st
 from PIL import Image
 from streamlit_drawable_canvas import st_canvas
 
+from ui.answers import answered_once
 from ui.canvas import (
     LABEL_COLORS,
     NEGATIVE,
@@ -23,7 +25,7 @@ from ui.canvas import (
     fit_canvas,
     points_to_drawing,
 )
-from ui.client import ServiceError, get_client
+from ui.client import Segmentation, ServiceError, get_client
 from ui.feedback import show_service_error
 from ui.overlay import mask_array, overlay_mask, overlay_soft_edge
 from ui.upload import SourceImage
@@ -48,7 +50,7 @@ def _undo() -> None:
     _remount(st.session_state.points[:-1])
 
 
-def _clear() -> None:
+def _start_over() -> None:
     _remount([])
 
 
@@ -66,19 +68,19 @@ def _display_image(source: SourceImage, geometry: CanvasGeometry) -> Image.Image
 
 
 def _segment(source: SourceImage, points: list[Point], display: Image.Image) -> None:
-    """Ask /segment for the points' mask and prepare the overlay; errors keep the points and say why."""
+    """Ask /segment for the mask (the automatic subject refined by the points; none: the automatic subject itself)
+    and prepare the overlay; errors keep the points and say why."""
     state = st.session_state
     state.update(cutout=None, cutout_error=None)  # a cut-out is of the mask it was made from
-    if not any(point.label == POSITIVE for point in points):  # no subject point yet: nothing to segment
-        state.update(segmentation=None, mask_overlay=None, segment_error=None, segment_attempt=points)
-        return
-    with st.spinner("Finding the subject…"):
-        # Everything is recorded inside the block: a rerun requested meanwhile (another click) interrupts the
-        # script at the spinner's exit, and the outcome must not be lost with it.
-        try:
-            segmentation = get_client(state.service_url).segment(source.photo, [p.to_json() for p in points])
-        except ServiceError as exc:
-            state.update(segmentation=None, mask_overlay=None, segment_error=exc, segment_attempt=points)
+    clicks = [point.to_json() for point in points]
+    request = (state.service_url, source.sha256, tuple(tuple(click.values()) for click in clicks))
+
+    def ask() -> Segmentation:
+        return get_client(state.service_url).segment(source.photo, clicks, auto=True)
+
+    with answered_once("_segment_answers", request, "Finding the subject…", ask) as segmentation:
+        if isinstance(segmentation, ServiceError):
+            state.update(segmentation=None, mask_overlay=None, segment_error=segmentation, segment_attempt=points)
         else:
             mask = Image.open(io.BytesIO(segmentation.mask_png))
             state.update(
@@ -145,7 +147,13 @@ def render(source: SourceImage) -> None:
 
     with st.container(horizontal=True, vertical_alignment="center"):
         st.button("Undo", key="undo", icon=":material/undo:", on_click=_undo, disabled=not points)
-        st.button("Clear", key="clear", icon=":material/delete_sweep:", on_click=_clear, disabled=not points)
+        st.button(
+            "Start over from the automatic mask",
+            key="start_over",
+            icon=":material/restart_alt:",
+            on_click=_start_over,
+            disabled=not points,
+        )
         cutout_slot = st.empty()
         status = st.empty()
 
@@ -190,18 +198,23 @@ def _cutout_controls(source: SourceImage, display: Image.Image) -> None:
 
 def _status_line(points: list[Point]) -> None:
     state = st.session_state
+    segmentation = state.segmentation
+    if segmentation is None:  # still to come, or failed (the error shows below)
+        return
+    timing = f"{segmentation.elapsed_s * 1000:.0f} ms" + (" · no model rerun" if segmentation.cached else "")
+    made_by = f"made by {segmentation.engine or 'the service'}"
+    if not points:
+        if state.mask_coverage == 0:
+            st.caption(f"No subject found automatically ({made_by}): click on it.")
+        else:
+            st.caption(
+                f"Automatic subject · mask covers {state.mask_coverage:.0%} · {made_by} · {timing} · click to refine "
+                "it (*Not subject* cuts parts away)"
+            )
+        return
     positives = sum(point.label == POSITIVE for point in points)
     negatives = len(points) - positives
-    if not points:
-        st.caption("Click on the subject to mask it; switch to *Not subject* to cut parts away.")
-        return
     counts = f"{positives} subject · {negatives} not-subject point{'s' if negatives != 1 else ''}"
-    segmentation = state.segmentation
-    if segmentation is None:
-        st.caption(counts + (" · add a subject point" if positives == 0 else ""))
-        return
-    from_cache = " · embedding reused" if segmentation.cached else ""
     st.caption(
-        f"{counts} · mask covers {state.mask_coverage:.0%} · score {segmentation.score:.2f} · "
-        f"{segmentation.elapsed_s * 1000:.0f} ms{from_cache}"
+        f"{counts} · mask covers {state.mask_coverage:.0%} · {made_by} · score {segmentation.score:.2f} · {timing}"
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.client import ServiceError, get_client
+from ui.answers import answered_once
+from ui.client import Mood, ServiceError, get_client
 from ui.feedback import show_service_error
 from ui.upload import SourceImage
 
@@ -32,12 +33,14 @@ def prompt_edited() -> bool:
 
 def _read_mood(source: SourceImage) -> None:
     state = st.session_state
-    with st.spinner("Reading the photo's mood…"):
-        # Recorded inside the block: a rerun requested meanwhile interrupts the script at the spinner's exit.
-        try:
-            mood = get_client(state.service_url).mood(source.photo)
-        except ServiceError as exc:
-            state.update(mood_error=exc, mood_for=source.sha256)
+    request = (state.service_url, source.sha256)
+
+    def ask() -> Mood:
+        return get_client(state.service_url).mood(source.photo)
+
+    with answered_once("_mood_answers", request, "Reading the photo's mood…", ask) as mood:
+        if isinstance(mood, ServiceError):
+            state.update(mood_error=mood, mood_for=source.sha256)
         else:
             state.update(mood=mood, keywords_text=", ".join(mood.keywords), mood_error=None, mood_for=source.sha256)
 

@@ -1,11 +1,11 @@
-"""Studio page: upload a photo, click the subject, set the mood and prompt, generate."""
+"""Studio page: upload a photo (its subject is found at once; clicks refine it), set the mood and prompt, generate."""
 
 import streamlit as st
 
 from ui.panels import generate, photo, points, prompt
 
 st.title("Moodshift studio")
-st.caption("New background, same subject: click the subject, give a word, generate.")
+st.caption("New background, same subject: the subject is found for you (click to refine), give a word, generate.")
 
 source = photo.render()
 if source is None:
@@ -14,7 +14,7 @@ if source is None:
 
 canvas_col, controls_col = st.columns([5, 3], gap="large")
 with canvas_col:
-    st.markdown(f"#### 1 · Click the subject  \n:gray[{source.name} · {source.width}×{source.height}]")
+    st.markdown(f"#### 1 · The subject  \n:gray[{source.name} · {source.width}×{source.height}]")
     points.render(source)
 with controls_col:
     st.markdown("#### 2 · Mood and prompt")
