@@ -177,7 +177,7 @@ class Moodshift:
         service keeps it.
         """
         from serving.core.errors import NotCachedError
-        from serving.core.images import encode_png_base64, png_bytes
+        from serving.core.masks import mask_to_png_base64, mask_to_png_bytes
 
         clicks = [point.model_dump() for point in points]
         if image is None and image_id is not None:
@@ -192,9 +192,9 @@ class Moodshift:
             result = self.pipeline.segment(rgb, clicks, box, auto, image_id=image_id)
         if wants_png(ctx):
             headers = {"X-Moodshift-Image-Id": result.image_id, "X-Moodshift-Score": f"{result.score:.4f}"}
-            return Response(png_bytes(result.mask), media_type="image/png", headers=headers)
+            return Response(mask_to_png_bytes(result.mask), media_type="image/png", headers=headers)
         return {
-            "mask": encode_png_base64(result.mask),
+            "mask": mask_to_png_base64(result.mask),
             "score": result.score,
             "image_id": result.image_id,
             "cached": result.cached,

@@ -1,5 +1,6 @@
 """Mask tools on hand-made masks: holes, islands, feathering, the subject-mask check and PNG round trips."""
 
+import base64
 import io
 
 import numpy as np
@@ -14,6 +15,7 @@ from serving.core.masks import (
     is_soft,
     mask_from_png_bytes,
     mask_levels_from_png_bytes,
+    mask_to_png_base64,
     mask_to_png_bytes,
     remove_islands,
 )
@@ -109,6 +111,14 @@ def test_png_round_trip_white_is_subject(subject):
     assert set(np.unique(np.asarray(image))) == {0, 255}
     assert np.array_equal(np.asarray(image) == 255, subject)
     assert np.array_equal(mask_from_png_bytes(data, size=(30, 20)), subject)
+
+
+def test_a_ragged_mask_survives_the_run_length_png_exactly():
+    ragged = np.random.default_rng(3).random((97, 131)) < 0.5  # what random-weight SAM answers: noise
+    data = mask_to_png_bytes(ragged)
+    assert Image.open(io.BytesIO(data)).mode == "L"
+    assert np.array_equal(mask_from_png_bytes(data, size=(131, 97)), ragged)
+    assert base64.b64decode(mask_to_png_base64(ragged)) == data
 
 
 def test_mask_of_the_wrong_size_is_refused_naming_both_sizes(subject):

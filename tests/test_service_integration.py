@@ -117,6 +117,29 @@ def test_bench_folder_throughput_edits_fresh_photos_at_each_concurrency(server, 
     assert all(r.photos_per_s > 0 for r in results) and "2: " in format_folder_table(results)
 
 
+def test_bench_http_clients_pairs_each_way_on_one_service(server, u2netp):
+    from serving.bench.clients import format_pairs, jpeg_photo, previews, repeat_click, uploads
+    from serving.settings import Settings
+
+    settings = Settings(profile="tiny", working_pixels=128 * 128, ollama_enabled=False)
+    pairs = [
+        repeat_click(server, (320, 240), 2, settings, auto=True),
+        repeat_click(server, (320, 240), 2, settings, auto=False),
+        uploads(server, jpeg_photo(400, 300), 1),
+        previews(server, (160, 120), 1, steps=2),
+    ]
+    names = [pair.name for pair in pairs]
+    assert names[:2] == [
+        "repeat click by image id (u2netp+clicks)",
+        "repeat click by image id (sam-tiny (random weights))",
+    ]
+    assert [(len(pair.first_ms), len(pair.second_ms)) for pair in pairs] == [(2, 2), (2, 2), (1, 1), (1, 1)]
+    assert all(ms > 0 for pair in pairs for ms in pair.first_ms + pair.second_ms)
+    table = format_pairs(pairs)
+    assert "in-process" in table and "multipart upload" in table and "previews on" in table and "≤ +5 %" in table
+    assert pairs[0].row()["difference_ms"] == pairs[0].p50("second") - pairs[0].p50("first")
+
+
 def test_sync_http_client_edit(server, astronaut):
     import bentoml
 

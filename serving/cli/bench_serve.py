@@ -151,7 +151,8 @@ def _bench_http_clients(url: str | None, photo_size: tuple[int, int], repeats: i
         base = url.rstrip("/") if url else stack.enter_context(running_service(env, log))
         get_settings.cache_clear()
         pairs = [
-            repeat_click(base, photo_size, max(10, repeats), get_settings()),
+            repeat_click(base, photo_size, max(10, repeats), get_settings(), auto=True),  # the studio's click
+            repeat_click(base, photo_size, max(10, repeats), get_settings(), auto=False),
             uploads(base, jpeg_photo(4000, 3000), max(3, repeats // 3)),
             previews(base, photo_size, max(3, repeats // 3), steps=20),
         ]
