@@ -303,6 +303,16 @@ TYPE_CASES = {
         {**image_request("/edit_submit", PHOTO_B64), "guidance": "high"},
         ("guidance", "valid number"),
     ),
+    "submit-unknown-mode": (
+        "/edit_submit",
+        {**image_request("/edit_submit", PHOTO_B64), "mode": "turbo"},
+        ("mode 'turbo' must be one of quality, fast",),
+    ),
+    "edit-unknown-edge": (
+        "/edit",
+        {**image_request("/edit", PHOTO_B64), "edge": "soft"},
+        ("edge 'soft'", "matte, hard"),
+    ),
     "prompt-keywords-as-string": ("/prompt", {"keywords": "calm", "user_keyword": "sea"}, ("keywords", "valid array")),
     "prompt-word-as-number": ("/prompt", {"keywords": ["calm"], "user_keyword": 42}, ("user_keyword", "valid string")),
     "status-job-id-as-number": ("/edit_status", {"job_id": 42}, ("job_id", "valid string")),
