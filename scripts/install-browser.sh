@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian's headless Chromium for the UI's end-to-end test (browsers cannot be downloaded by Playwright here).
+# Debian's headless Chromium for the UI's end-to-end test (for hosts where Playwright cannot download its browsers).
 set -euo pipefail
 if [ -x /usr/bin/chromium ]; then exit 0; fi
 sudo_cmd=""

@@ -140,7 +140,6 @@ class Settings(BaseSettings):
     )
 
     # --- service ------------------------------------------------------------------------------
-    port: int = Field(3000, description="Service port.")
     traffic_timeout_s: int = Field(600, ge=1, description="BentoML traffic timeout per request, seconds.")
     max_concurrency: int = Field(32, ge=1, description="BentoML max concurrent requests per service.")
     segment_max_batch_size: int = Field(4, ge=1, description="Adaptive batching: most images per SAM encode.")

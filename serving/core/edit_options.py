@@ -16,6 +16,7 @@ from typing import Any
 
 from serving.core.errors import InputError
 
+MAX_STEPS = 150  # denoising steps of an edit; progressive shrinking cannot take more steps than there are
 MAX_VARIANTS = 8
 # Variants take the seeds seed, seed+1, ...: the last must still fit the int64 a torch generator takes.
 MAX_SEED = 2**63 - 1 - MAX_VARIANTS
@@ -127,7 +128,7 @@ EDIT_OPTIONS: dict[str, EditOption] = {
             "LCM-LoRA) with its own scheduler, 4-8 steps and little or no guidance: several times faster.",
             choices=MODES,
         ),
-        EditOption("steps", int, 30, "Denoising steps: more is slower and finer.", 1, 150, from_settings=True),
+        EditOption("steps", int, 30, "Denoising steps: more is slower and finer.", 1, MAX_STEPS, from_settings=True),
         EditOption(
             "guidance",
             float,
@@ -171,7 +172,7 @@ EDIT_OPTIONS: dict[str, EditOption] = {
             0,
             "Progressive mask shrinking over the first N denoising steps (at most the steps).",
             0,
-            150,
+            MAX_STEPS,
         ),
         EditOption("preview", bool, True, "Small pictures of the background forming while the edit runs."),
         EditOption(
