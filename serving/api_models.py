@@ -1,13 +1,15 @@
 """The gateway's request bodies. The edit options' fields (type, help, bounds shown in the OpenAPI schema) are built
 from the options table; their values are checked where the edit enters the pipeline (`check_edit_options`), the
-same check the CLI's options get, so the body parses types and nothing is validated twice.
+same check the CLI's options get, so the body checks types and nothing is validated twice. Types are strict, as the
+options table's check is: `true` is not a number and "30" is not an integer (an upload's form fields are read as
+JSON text first, so `-F steps=30` is the integer 30).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, create_model
+from pydantic import ConfigDict, Field, StrictFloat, create_model
 
 from serving.core.clicks import Point
 from serving.core.edit_options import EDIT_OPTIONS, EditOption
@@ -30,8 +32,12 @@ def _option_field(option: EditOption) -> tuple[Any, Any]:
 
 
 EditOptionsBody = create_model(
-    "EditOptionsBody", **{name: _option_field(option) for name, option in EDIT_OPTIONS.items()}
+    "EditOptionsBody",
+    __config__=ConfigDict(strict=True),
+    **{name: _option_field(option) for name, option in EDIT_OPTIONS.items()},
 )
+
+Box = list[StrictFloat]  # [x0, y0, x1, y1]; integers are fine, `true` is not a coordinate
 
 
 class EditBody(EditOptionsBody):  # type: ignore[misc, valid-type]
@@ -42,9 +48,7 @@ class EditBody(EditOptionsBody):  # type: ignore[misc, valid-type]
     image_id: str | None = Field(None, description="Instead of the image: the image_id of an earlier answer.")
     mask: str | None = Field(None, description="Subject mask, base64 PNG, image size, white = subject.")
     points: list[Point] | None = Field(None, description="Clicks to segment the subject with (instead of mask).")
-    box: list[float] | None = Field(
-        None, description="Box [x0, y0, x1, y1] around the subject (with/instead of points)."
-    )
+    box: Box | None = Field(None, description="Box [x0, y0, x1, y1] around the subject (with/instead of points).")
     auto: bool = Field(
         False,
         description="Start from the automatic subject (a salient-object model) and refine it with the points/box. "
@@ -65,4 +69,4 @@ def wants_png(ctx: Any) -> bool:
     return "image/png" in accept and "application/json" not in accept
 
 
-__all__ = ["EditBody", "Point", "wants_png"]
+__all__ = ["Box", "EditBody", "Point", "wants_png"]

@@ -10,6 +10,7 @@ data.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -46,7 +47,6 @@ class Segmented(BaseModel):
     score: float
     image_id: str
     cached: bool  # what the image needed was reused: no image model (salient model, SAM's encoder) ran
-    used_mask_input: bool  # the previous click's logits refined this mask
     engine: str  # what made the mask: the salient model ("u2netp"), SAM ("sam-vit_h"), or "u2netp+clicks"
 
 
@@ -65,13 +65,12 @@ class DiffusionJob(BaseModel):
 
 
 class DiffusionOutcome(BaseModel):
-    """A job's new backgrounds (uint8, working size) and seeds, seconds per phase and the working size; or, for a
-    job cancelled while it ran, `cancelled` and nothing else."""
+    """A job's new backgrounds (uint8, working size), seeds and seconds per phase; or, for a job cancelled while it
+    ran, `cancelled` and nothing else."""
 
     backgrounds: list[WireArray] = []
     seeds: list[int] = []
     timings: dict[str, float] = {}
-    working_size: tuple[int, int] | None = None
     cancelled: bool = False
 
 
@@ -121,7 +120,6 @@ class SegmentationBackend:
             score=result.score,
             image_id=result.image_id,
             cached=result.cached,
-            used_mask_input=result.used_mask_input,
             engine=result.engine,
         )
 
@@ -165,7 +163,8 @@ class DiffusionBackend:
         self._latents: dict[str, tuple[int, Any]] = {}  # job -> (step, latents it is heading for)
         self._pictures: dict[str, tuple[int, WireArray]] = {}  # job -> (step, its preview), made when polled
         self._cancel: dict[str, threading.Event] = {}
-        self.batch_sizes: list[int] = []
+        self.batch_sizes: deque[int] = deque(maxlen=100)  # the latest runs' (the service runs for days)
+        self.runs = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DiffusionBackend:
@@ -189,6 +188,7 @@ class DiffusionBackend:
         requests = []
         with self._lock:
             self.batch_sizes.append(len(jobs))
+            self.runs += 1
             for job in jobs:
                 job_id, options = job.job_id, EditOptions(**job.options)
                 self._cancel.setdefault(job_id, threading.Event())
@@ -225,7 +225,6 @@ class DiffusionBackend:
                         backgrounds=[WireArray.of(image) for image in result.images],
                         seeds=result.seeds,
                         timings=result.timings,
-                        working_size=result.working_size,
                     )
                 )
         return outcomes
@@ -294,4 +293,4 @@ class DiffusionBackend:
 
     def stats(self) -> dict[str, Any]:
         switches = self.runner.fast.switches if self.runner.fast is not None else 0
-        return {"batch_sizes": list(self.batch_sizes[-100:]), "runs": len(self.batch_sizes), "mode_switches": switches}
+        return {"batch_sizes": list(self.batch_sizes), "runs": self.runs, "mode_switches": switches}

@@ -1,8 +1,10 @@
 """Edit jobs: submit returns at once, status says the stage and step k of n, then the result.
 
-`JobStore` is in-memory and bounded (finished jobs beyond `max_finished` are forgotten oldest first); the UI saves
-finished results itself, so a service restart loses only the progress of running jobs. `JobRunner` runs each job
-in a worker thread of the service's event loop, where BentoML's clients of the stage services can call out.
+`JobStore` is in-memory and bounded: finished jobs beyond `max_finished`, or whose results together pass
+`max_result_bytes`, are forgotten in the order they finished (the newest is always kept for its client's next poll).
+The studio saves finished results itself; a service restart loses running jobs and results not yet polled (their
+ids answer 404). `JobRunner` runs each job in a worker thread of the service's event loop, where BentoML's clients
+of the stage services can call out.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from serving.core.errors import CancelledError, NotFoundError, QueueFullError
 
 JobStateName = Literal["queued", "running", "done", "failed", "cancelled"]
 FINISHED: tuple[JobStateName, ...] = ("done", "failed", "cancelled")
-CANCELLED_MESSAGE = "cancelled by the caller"
+CANCELLED_MESSAGE = CancelledError.BY_CALLER
 
 
 @dataclass
@@ -31,12 +33,13 @@ class Job:
     job_id: str
     total: int
     state: JobStateName = "queued"
-    stage: str = "queued"  # what a running job is doing: segment, prompt, diffusion
+    stage: str = "queued"  # what a running job is doing: segment, prompt, matte, diffusion
     step: int = 0
     result: dict[str, Any] | None = None
     preview: str | None = None  # base64 PNG of the background forming, while the job runs
     error: str | None = None
-    created: float = field(default_factory=time.time)
+    finished_at: float | None = None  # time.monotonic() when it ended: finished jobs are forgotten in this order
+    result_bytes: int = 0
     cancel_event: threading.Event = field(default_factory=threading.Event)
 
     def to_dict(self) -> dict[str, Any]:
@@ -56,27 +59,45 @@ class Job:
         return data
 
 
-class JobStore:
-    """Thread-safe registry of edit jobs."""
+def _result_bytes(result: dict[str, Any]) -> int:
+    """About what a result holds in memory: its text (the images are base64 PNGs, nearly all of it)."""
+    size = 0
+    for value in result.values():
+        for item in value if isinstance(value, list) else [value]:
+            size += len(item) if isinstance(item, str) else 8
+    return size
 
-    def __init__(self, max_finished: int = 200) -> None:
+
+class JobStore:
+    """Thread-safe registry of edit jobs. Every read and change of a job happens under the store's lock, so a poll
+    never sees a job half-updated (done without its result)."""
+
+    def __init__(self, max_finished: int = 200, max_result_bytes: int = 1_000_000_000) -> None:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self.max_finished = max_finished
+        self.max_result_bytes = max_result_bytes
 
     def create(self, total: int) -> Job:
         job = Job(job_id=uuid.uuid4().hex, total=total)
         with self._lock:
             self._jobs[job.job_id] = job
-            self._forget_old()
         return job
 
     def get(self, job_id: str) -> Job:
         with self._lock:
-            try:
-                return self._jobs[job_id]
-            except KeyError:
-                raise NotFoundError(f"no edit job with id {job_id!r} (unknown or expired)") from None
+            return self._job(job_id)
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        """What `/edit_status` answers for a job, read as one consistent state."""
+        with self._lock:
+            return self._job(job_id).to_dict()
+
+    def _job(self, job_id: str) -> Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise NotFoundError(f"no edit job with id {job_id!r} (unknown or expired)") from None
 
     def start(self, job_id: str, stage: str) -> bool:
         """Mark a job running at `stage`; False when it was cancelled (before it started, or since)."""
@@ -110,6 +131,8 @@ class JobStore:
                 job.state, job.error = "cancelled", CANCELLED_MESSAGE
             else:
                 job.state, job.stage, job.step, job.result = "done", "done", job.total, result
+                job.result_bytes = _result_bytes(result)
+            self._ended(job)
 
     def fail(self, job_id: str, error: str) -> None:
         """A job ended without a result: failed with `error`, or cancelled if its caller asked for that."""
@@ -119,15 +142,18 @@ class JobStore:
                 cancelled = job.cancel_event.is_set()
                 job.state = "cancelled" if cancelled else "failed"
                 job.error = CANCELLED_MESSAGE if cancelled else error
+                self._ended(job)
 
-    def cancel(self, job_id: str) -> Job:
-        job = self.get(job_id)
+    def cancel(self, job_id: str) -> JobStateName:
+        """Ask a job to stop; its state after asking (a queued job is cancelled at once, a finished one stays)."""
         with self._lock:
+            job = self._job(job_id)
             if job.state not in FINISHED:
                 job.cancel_event.set()
                 if job.state == "queued":
                     job.state, job.error = "cancelled", CANCELLED_MESSAGE
-        return job
+                    self._ended(job)
+            return job.state
 
     def active_count(self) -> int:
         """Jobs queued or running."""
@@ -142,10 +168,24 @@ class JobStore:
                 counts[job.state] = counts.get(job.state, 0) + 1
             return counts
 
+    def _ended(self, job: Job) -> None:
+        """A job just finished (under the lock): note when, then forget what the bounds no longer allow."""
+        job.finished_at = time.monotonic()
+        self._forget_old()
+
     def _forget_old(self) -> None:
-        finished = [key for key, job in self._jobs.items() if job.state in FINISHED]
-        for key in finished[: max(0, len(finished) - self.max_finished)]:
-            del self._jobs[key]
+        """Forget finished jobs, first finished first, beyond `max_finished` or `max_result_bytes` (under the lock)."""
+        finished = sorted((job for job in self._jobs.values() if job.state in FINISHED), key=_finish_order)
+        count, size = len(finished), sum(job.result_bytes for job in finished)
+        for job in finished[:-1]:  # the newest stays, whatever its size: its client is about to poll it
+            if count <= self.max_finished and size <= self.max_result_bytes:
+                break
+            del self._jobs[job.job_id]
+            count, size = count - 1, size - job.result_bytes
+
+
+def _finish_order(job: Job) -> float:
+    return job.finished_at if job.finished_at is not None else 0.0
 
 
 @dataclass(frozen=True)
@@ -182,7 +222,11 @@ class JobRunner:
             if self.store.active_count() >= self.max_active:
                 raise QueueFullError(f"too many edits in progress ({self.max_active}); try again shortly")
             job = self.store.create(total)
-        anyio.from_thread.run_sync(self._start, job.job_id, work)
+        try:
+            anyio.from_thread.run_sync(self._start, job.job_id, work)
+        except BaseException:  # never started: it must not stay queued, holding a slot, polled for ever
+            self.store.fail(job.job_id, "the edit could not be started; try again")
+            raise
         return job
 
     def in_worker_thread(self, call: Callable[[], Any]) -> concurrent.futures.Future[Any]:

@@ -27,7 +27,7 @@ from serving.core.errors import CancelledError, InputError, NotCachedError
 from serving.core.images import image_id_of
 from serving.core.masks import check_subject_mask, is_soft
 from serving.core.matting import Matte, compose_matte, estimate_matte
-from serving.core.prompt_text import clean_user_prompt, sanitize_user_keyword
+from serving.core.prompt_text import clean_user_prompt
 from serving.core.sizing import resize_image, working_size
 from serving.core.wire import WireArray
 
@@ -282,14 +282,15 @@ class Pipeline:
         `image_id`: the image's, when already known. Raises `InputError` (or a subclass) naming the first bad value;
         mode fast without few-step weights names the file to add.
         """
-        checked_options = check_edit_options(options or {}, self.settings.edit_defaults(), self._mode_rules)
+        # The checks that need no model first: a fast-mode edit asks the diffusion stage about its few-step model.
         subject_mask, subject_prior, clicks, auto = self.check_subject(image, subject_mask, points, box, auto)
         if prompt is not None:
             prompt = clean_user_prompt(prompt)
         elif user_keyword is None:
             raise InputError("no prompt: give a prompt or a user_keyword to write one from")
         else:
-            user_keyword = sanitize_user_keyword(user_keyword)
+            user_keyword = self.prompt_stage.check_user_keyword(user_keyword)
+        checked_options = check_edit_options(options or {}, self.settings.edit_defaults(), self._mode_rules)
         return PreparedEdit(
             image=image,
             image_id=image_id or image_id_of(image),
@@ -315,9 +316,9 @@ class Pipeline:
     ) -> EditOutcome:
         """Run a prepared edit: segment (without a mask), write the prompt (if a keyword), regenerate, composite.
 
-        `on_stage(name)` is called as each stage starts (segment, prompt, diffusion); `on_step(step, total)` while
-        the diffusion runs, and `on_preview(rgb)` with a small picture of the background forming (when the edit's
-        `preview` option is on); `cancelled()` is asked between stages and during the diffusion. Raises
+        `on_stage(name)` is called as each stage starts (segment, prompt, matte, diffusion); `on_step(step, total)`
+        while the diffusion runs, and `on_preview(rgb)` with a small picture of the background forming (when the
+        edit's `preview` option is on); `cancelled()` is asked between stages and during the diffusion. Raises
         `CancelledError` when cancelled, `InputError` when the segmented mask is unusable.
         """
         timings = dict(edit.timings)
@@ -339,13 +340,14 @@ class Pipeline:
             written = self.prompt(keywords, edit.user_keyword or "")
             prompt, source, tokens = written.prompt, written.source, written.tokens
             timings["prompt_s"] = time.perf_counter() - began
-        self._enter("diffusion", on_stage, cancelled)
         matte, kept = None, subject_mask
         if edit.options.edge == "matte":
+            self._enter("matte", on_stage, cancelled)
             began = time.perf_counter()
             matte = estimate_matte(edit.image, subject_mask if edit.subject_prior is None else edit.subject_prior)
             kept = matte.core  # the band is regenerated too: a new background to blend the soft edge with
             timings["matte_s"] = time.perf_counter() - began
+        self._enter("diffusion", on_stage, cancelled)
         began = time.perf_counter()
         height, width = edit.image.shape[:2]
         job = DiffusionJob(
@@ -358,7 +360,7 @@ class Pipeline:
         )
         answer = self._diffuse(job, on_step, on_preview, cancelled)
         if answer.cancelled:
-            raise CancelledError("cancelled by the caller")
+            raise CancelledError(CancelledError.BY_CALLER)
         if on_step is not None:  # the last poll may have come before the last step
             on_step(edit.total_steps, edit.total_steps)
         timings["diffusion_s"] = time.perf_counter() - began
@@ -430,7 +432,7 @@ class Pipeline:
     @staticmethod
     def _enter(stage: str, on_stage: StageCallback | None, cancelled: CancelCheck | None) -> None:
         if cancelled is not None and cancelled():
-            raise CancelledError("cancelled by the caller")
+            raise CancelledError(CancelledError.BY_CALLER)
         if on_stage is not None:
             on_stage(stage)
 

@@ -16,11 +16,11 @@ import bentoml
 import numpy as np
 from starlette.responses import Response
 
-from serving.api_models import EditBody, Point, wants_png
+from serving.api_models import Box, EditBody, Point, wants_png
 from serving.backends import DiffusionJob, DiffusionOutcome, Encoded, JobProgress, Segmented
 from serving.core.wire import WireArray
 from serving.deployment import batching, depends_on_stage, gateway_options, stage_options
-from serving.http_errors import StageClient, answers_errors, raises_over_http
+from serving.http_errors import StageClient, answers_errors, raises_over_http, status_and_message
 from serving.http_guard import RequestGuardMiddleware, text_fields_of
 from serving.image_cache import ImageCache
 from serving.settings import get_settings
@@ -106,21 +106,21 @@ class DiffusionService:
 @bentoml.service(name="moodshift", **gateway_options())
 class Moodshift:
     """The HTTP contract: /segment, /matte, /mood, /prompt, /edit (+ /edit_submit, /edit_status, /edit_cancel),
-    /info."""
+    /info, /stats."""
 
     segmentation = depends_on_stage(SegmentationService, "segment")
     diffusion = depends_on_stage(DiffusionService, "diffusion")
 
     def __init__(self) -> None:
         from serving.core.matting import warm_up as warm_up_matting
-        from serving.http_errors import status_and_message
         from serving.jobs import JobRunner, JobStore
         from serving.models.ollama_stage import PromptStage
         from serving.pipeline import Pipeline
 
         self.settings = get_settings()
         self.images = ImageCache(int(self.settings.image_cache_mb * 1_000_000))
-        self.jobs = JobRunner(JobStore(), self.settings.max_queued_edits, lambda exc: status_and_message(exc)[1])
+        store = JobStore(max_result_bytes=int(self.settings.job_results_mb * 1_000_000))
+        self.jobs = JobRunner(store, self.settings.max_queued_edits, lambda exc: status_and_message(exc)[1])
         self.pipeline = Pipeline(
             StageClient(self.segmentation),
             StageClient(self.diffusion),
@@ -164,7 +164,7 @@ class Moodshift:
         ctx: bentoml.Context,
         image: str | None = None,
         points: list[Point] = [],  # noqa: B006
-        box: list[float] | None = None,
+        box: Box | None = None,
         image_id: str | None = None,
         auto: bool = False,
     ) -> dict:
@@ -208,7 +208,7 @@ class Moodshift:
         image: str | None = None,
         mask: str | None = None,
         points: list[Point] = [],  # noqa: B006
-        box: list[float] | None = None,
+        box: Box | None = None,
         image_id: str | None = None,
         auto: bool = False,
     ) -> dict:
@@ -264,11 +264,10 @@ class Moodshift:
 
     @staticmethod
     def _edit_response(outcome) -> dict[str, Any]:
-        from dataclasses import asdict
-
         from serving.core.images import encode_png_base64
 
-        return {**asdict(outcome), "images": [encode_png_base64(image) for image in outcome.images]}
+        # vars(), not dataclasses.asdict(): asdict deep-copies every full-size image only to have it replaced here.
+        return {**vars(outcome), "images": [encode_png_base64(image) for image in outcome.images]}
 
     @bentoml.api(route="/edit", input_spec=EditBody)
     @answers_errors
@@ -316,14 +315,13 @@ class Moodshift:
     def edit_status(self, job_id: str) -> dict:
         """`{job_id, state, stage, step, total}`, a small `preview` (base64 PNG) of the background forming while it
         runs, then `result` (as /edit returns) when done or `error` when not."""
-        return self.jobs.store.get(job_id).to_dict()
+        return self.jobs.store.status(job_id)
 
     @bentoml.api(route="/edit_cancel")
     @answers_errors
     def edit_cancel(self, job_id: str) -> dict:
         """Stop a queued or running edit; `{job_id, state}`."""
-        job = self.jobs.store.cancel(job_id)
-        return {"job_id": job_id, "state": job.state}
+        return {"job_id": job_id, "state": self.jobs.store.cancel(job_id)}
 
     @bentoml.api(route="/info")
     @answers_errors

@@ -21,7 +21,7 @@ REAL_SUBJECT_NOTICE = (
     " The subject mask is real all the same: {model} finds the subject and clicks edit its map (with SAM's weights, "
     "SAM refines them)."
 )
-_PACKAGES = ("torch", "diffusers", "transformers", "segment-anything", "bentoml", "ollama")
+_PACKAGES = ("torch", "diffusers", "transformers", "segment-anything", "onnxruntime", "bentoml", "ollama")
 
 
 def versions() -> dict[str, str]:

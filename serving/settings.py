@@ -1,7 +1,8 @@
 """One settings object for the whole product, read from `MOODSHIFT_*` environment variables or `.env`.
 
-Read it through `get_settings()` (cached), never at import time, so tests can override the environment
-and call `get_settings.cache_clear()`.
+Read it through `get_settings()` (cached) when something is constructed, not at import time, so tests can override
+the environment and call `get_settings.cache_clear()`. The one exception is BentoML's deployment options
+(`serving/deployment.py`): BentoML reads them when `serving.service` is imported.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ class Settings(BaseSettings):
     )
     default_steps: int = edit_default("steps")
     default_guidance: float = edit_default("guidance")
-    default_edge: Literal["matte", "hard"] = edit_default("edge")
+    default_edge: Literal[EDIT_OPTIONS["edge"].choices] = edit_default("edge")  # type: ignore[valid-type]
     default_feather: int = edit_default("feather")
     default_negative_prompt: str = edit_default("negative_prompt")
 
@@ -142,8 +143,12 @@ class Settings(BaseSettings):
     # --- service ------------------------------------------------------------------------------
     traffic_timeout_s: int = Field(600, ge=1, description="BentoML traffic timeout per request, seconds.")
     max_concurrency: int = Field(32, ge=1, description="BentoML max concurrent requests per service.")
-    segment_max_batch_size: int = Field(4, ge=1, description="Adaptive batching: most images per SAM encode.")
-    segment_max_latency_ms: int = Field(10_000, ge=1, description="Adaptive batching: SAM encode latency budget.")
+    segment_max_batch_size: int = Field(
+        4, ge=1, description="Adaptive batching: most images per segmentation batch (SAM's encoder, the salient model)."
+    )
+    segment_max_latency_ms: int = Field(
+        10_000, ge=1, description="Adaptive batching: segmentation batches' latency budget."
+    )
     diffusion_max_batch_size: int = Field(4, ge=1, description="Adaptive batching: most requests per UNet batch.")
     segment_service_url: str | None = Field(
         None, description="URL of a separately running segmentation service (default: started beside the gateway)."
@@ -155,6 +160,12 @@ class Settings(BaseSettings):
         10, ge=1, description="On stop, requests still open after this many seconds are cut (a hung one can't block)."
     )
     max_queued_edits: int = Field(32, ge=1, description="Edit jobs waiting or running at once; more get 429.")
+    job_results_mb: float = Field(
+        1000,
+        gt=0,
+        description="Finished edit jobs' results kept for polling (MB, base64 PNGs); beyond it the first finished "
+        "are forgotten (and beyond 200 finished jobs).",
+    )
     diffusion_max_latency_ms: int = Field(600_000, ge=1, description="Adaptive batching: diffusion latency budget.")
     segment_gpu: float | None = Field(
         None,

@@ -41,7 +41,7 @@ def test_an_edit_reports_its_stages_and_every_step_and_keeps_the_subject(pipelin
     prepared = pipeline.prepare_edit(coffee, subject_mask=subject, user_keyword="forest", options={"steps": 12})
     stages, steps = [], []
     outcome = pipeline.run_edit(prepared, job_id="steps", on_stage=stages.append, on_step=lambda *s: steps.append(s))
-    assert stages == ["prompt", "diffusion"]  # a mask was given: no segmentation
+    assert stages == ["prompt", "matte", "diffusion"]  # a mask was given: no segmentation
     assert steps == sorted(steps) and all(total == 12 for _, total in steps) and steps[-1] == (12, 12)
     assert outcome.prompt_source == "template" and "forest" in outcome.prompt and outcome.tokens <= 77
     [edited] = outcome.images
@@ -74,7 +74,7 @@ def test_clicks_are_segmented_inside_the_edit(pipeline, coffee):
     prepared = pipeline.prepare_edit(coffee, points=[(300, 200)], prompt="a beach", options={"steps": 1})
     stages = []
     outcome = pipeline.run_edit(prepared, job_id="clicks", on_stage=stages.append)
-    assert stages == ["segment", "diffusion"]
+    assert stages == ["segment", "matte", "diffusion"]
     subject = pipeline.segment(coffee, [(300, 200)], None).mask  # the same clicks, the same (cached) mask
     core = core_of(subject)
     assert np.array_equal(outcome.images[0][core], coffee[core])
@@ -155,7 +155,7 @@ def test_an_edit_that_names_no_subject_keeps_the_automatic_subject(pipeline, cof
     assert prepared.auto and prepared.clicks.is_empty
     stages = []
     outcome = pipeline.run_edit(prepared, job_id="zero-click", on_stage=stages.append)
-    assert stages == ["segment", "diffusion"]
+    assert stages == ["segment", "matte", "diffusion"]
     found = pipeline.segment(coffee, None, None)  # the same automatic subject, from the cache now
     assert found.engine == "u2netp" and found.cached
     assert 0.05 < found.mask.mean() < 0.6  # the cup and saucer, not the table
@@ -186,6 +186,10 @@ def test_an_empty_automatic_subject_is_a_clear_input_error(pipeline, u2netp):
         ({"prompt": "x", "auto": True}, "either a mask or points/box"),
         ({"options": {"steps": 2}}, "no prompt"),
         ({"prompt": "x", "subject_mask": None, "points": [(700, 1)]}, "outside the 600×400 image"),
+        # Checked before the few-step model is asked about (which would load SDXL in-process):
+        ({"prompt": "x", "subject_mask": None, "points": [(700, 1)], "options": {"mode": "fast"}}, "outside"),
+        # Over CLIP's budget on its own: refused here, not after segmentation and the mood have run.
+        ({"user_keyword": "a," * 50}, r"user keyword 'a,a,.*' is \d+ CLIP tokens; the whole prompt allows 77"),
     ],
 )
 def test_a_bad_request_is_refused_before_any_model_loads(coffee, subject, request_fields, message):

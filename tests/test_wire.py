@@ -63,7 +63,7 @@ def test_stage_messages_carry_arrays_the_same_way(arrays):
     assert arrived.image.to_numpy().dtype == np.uint8 and arrived.subject_mask.to_numpy().dtype == bool
     np.testing.assert_array_equal(arrived.subject_mask.to_numpy(), arrays["mask"])
     mask = WireArray.of(arrays["mask"])
-    answer = Segmented(mask=mask, score=0.9, image_id="x", cached=True, used_mask_input=False, engine="u2netp+clicks")
+    answer = Segmented(mask=mask, score=0.9, image_id="x", cached=True, engine="u2netp+clicks")
     arrived = Segmented.model_validate_json(answer.model_dump_json())
     assert arrived.mask.to_numpy().shape == (400, 600) and arrived.engine == "u2netp+clicks"
 

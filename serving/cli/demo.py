@@ -91,8 +91,10 @@ def _raise_stop(signum: int, frame: Any) -> None:
 @contextmanager
 def _ollama_standin() -> Iterator[str]:
     from serving.ollama_standin import start_fake_ollama
+    from serving.settings import get_settings
 
-    fake = start_fake_ollama(port=0)
+    settings = get_settings()  # it answers for the models the service will ask for, whatever they are named
+    fake = start_fake_ollama(port=0, mood_model=settings.ollama_mood_model, prompt_model=settings.ollama_prompt_model)
     line = "=" * 78
     typer.secho(
         f"{line}\n  --fake-ollama: the mood and the prompt come from a FAKE Ollama with canned replies\n"

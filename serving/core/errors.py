@@ -44,3 +44,5 @@ class InternalError(MoodshiftError, RuntimeError):
 
 class CancelledError(MoodshiftError):
     """The caller cancelled the work before it finished (an outcome of a job, not an HTTP answer)."""
+
+    BY_CALLER = "cancelled by the caller"  # what a job cancelled by its caller reports

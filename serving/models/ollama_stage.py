@@ -268,13 +268,18 @@ class PromptStage:
 
     # --- prompt -----------------------------------------------------------------------------------
 
+    def check_user_keyword(self, user_keyword: str) -> str:
+        """The user's word cleaned, or `KeywordError` when it is empty after cleaning or alone over the budget."""
+        word = sanitize_user_keyword(user_keyword)
+        check_keyword_fits(word, self.count_tokens, self.max_tokens)
+        return word
+
     def write_prompt(self, keywords: Sequence[str], user_keyword: str) -> PromptResult:
         """One SDXL background prompt from the mood keywords and the user's word, ≤ 77 CLIP tokens.
 
         Raises `KeywordError` (a ValueError) for a user word that is empty after cleaning or alone over budget.
         """
-        word = sanitize_user_keyword(user_keyword)
-        check_keyword_fits(word, self.count_tokens, self.max_tokens)
+        word = self.check_user_keyword(user_keyword)
         moods = clean_keywords(keywords)
         if not self.enabled:
             return self._template(word, moods, self._disabled_reason())

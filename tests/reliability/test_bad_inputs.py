@@ -303,6 +303,20 @@ TYPE_CASES = {
         {**image_request("/edit_submit", PHOTO_B64), "guidance": "high"},
         ("guidance", "valid number"),
     ),
+    # Types are strict, as the options table's check is: no bool for a number, no string for an integer.
+    "edit-guidance-as-bool": ("/edit", {**image_request("/edit", PHOTO_B64), "guidance": True}, ("guidance", "number")),
+    "submit-steps-as-text": (
+        "/edit_submit",
+        {**image_request("/edit_submit", PHOTO_B64), "steps": "30"},
+        ("steps", "valid integer"),
+    ),
+    "edit-box-of-bools": ("/edit", {"image": PHOTO_B64, "prompt": "x", "box": [True, 1, 5, 5]}, ("box", "number")),
+    "segment-box-of-bools": ("/segment", {"image": PHOTO_B64, "box": [True, 1, 5, 5]}, ("box", "number")),
+    "submit-keyword-over-the-token-budget": (
+        "/edit_submit",
+        {"image": PHOTO_B64, "mask": PHOTO_MASK_B64, "user_keyword": "a," * 50},
+        ("CLIP tokens", "the whole prompt allows 77"),
+    ),
     "submit-unknown-mode": (
         "/edit_submit",
         {**image_request("/edit_submit", PHOTO_B64), "mode": "turbo"},
