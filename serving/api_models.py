@@ -14,16 +14,15 @@ from pydantic import ConfigDict, Field, StrictFloat, create_model
 from serving.core.clicks import Point
 from serving.core.edit_options import EDIT_OPTIONS, EditOption
 
+# The options' bounds shown in the OpenAPI schema, not enforced by the body: `check_edit_options` enforces them,
+# with messages that name the option and what it allows.
+_JSON_SCHEMA_KEYS = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "max_length": "maxLength"}
+
 
 def _schema_bounds(option: EditOption) -> dict[str, Any]:
     if option.choices:
         return {"enum": list(option.choices)}
-    if option.kind is bool:
-        return {}
-    if option.kind is str:
-        return {"maxLength": option.maximum}
-    low = "exclusiveMinimum" if option.above_minimum else "minimum"
-    return {low: option.minimum, "maximum": option.maximum}
+    return {_JSON_SCHEMA_KEYS[key]: value for key, value in option.bounds.items()}
 
 
 def _option_field(option: EditOption) -> tuple[Any, Any]:

@@ -30,13 +30,7 @@ SAM_CHECKPOINT_NAMES: dict[str, str] = {
 def edit_default(name: str) -> Any:
     """The settings field `default_<name>` of an edit option: its default, bounds and help from the options table."""
     option = EDIT_OPTIONS[name]
-    if option.choices or option.kind is bool:
-        bounds = {}  # the field's type (a Literal of the choices, or bool) bounds it
-    elif option.kind is str:
-        bounds = {"max_length": int(option.maximum)}
-    else:
-        bounds = {"gt" if option.above_minimum else "ge": option.minimum, "le": option.maximum}
-    return Field(option.default, description=f"Default of the edit option {name}: {option.help}", **bounds)
+    return Field(option.default, description=f"Default of the edit option {name}: {option.help}", **option.bounds)
 
 
 class Settings(BaseSettings):

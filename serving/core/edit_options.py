@@ -63,6 +63,16 @@ class EditOption:
             return f"{what} greater than {low} and at most {high}"
         return f"{what} from {low} to {high}"
 
+    @property
+    def bounds(self) -> dict[str, Any]:
+        """The bounds as pydantic's `Field` takes them (`ge`/`gt`, `le`, `max_length`); none for choices and bool,
+        which the type itself bounds."""
+        if self.choices or self.kind is bool:
+            return {}
+        if self.kind is str:
+            return {"max_length": int(self.maximum)}
+        return {"gt" if self.above_minimum else "ge": self.minimum, "le": self.maximum}
+
     def check(self, value: Any) -> Any:
         """`value` as the option's type, or `EditOptionError` naming the option, the value and what is allowed."""
         if self.choices or self.kind is bool:
