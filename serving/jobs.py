@@ -15,7 +15,8 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -199,7 +200,8 @@ class JobControl:
 
 
 class JobRunner:
-    """Runs edit jobs in AnyIO worker threads of the service's event loop, at most `max_active` queued or running.
+    """Runs edit jobs in AnyIO worker threads of the service's event loop. At most `max_active` edits are in progress:
+    jobs queued or running, and synchronous edits holding a `slot()`.
 
     `submit` is called from a sync API method (itself in a worker thread); the work runs later in another worker
     thread, where BentoML's sync clients of the stage services can call out. `in_worker_thread` gives the work one
@@ -211,6 +213,7 @@ class JobRunner:
         self.max_active = max_active
         self.describe_error = describe_error  # the message a failed job reports (the service's error wording)
         self._submit_lock = threading.Lock()
+        self._synchronous = 0  # synchronous edits in progress (`slot`)
         self._limiter: Any = None  # anyio.CapacityLimiter, made in the event loop on first use
         self._tasks: set[asyncio.Task] = set()
 
@@ -219,8 +222,7 @@ class JobRunner:
         import anyio.from_thread
 
         with self._submit_lock:  # count and add as one step: concurrent submits must not both take the last slot
-            if self.store.active_count() >= self.max_active:
-                raise QueueFullError(f"too many edits in progress ({self.max_active}); try again shortly")
+            self._check_room()
             job = self.store.create(total)
         try:
             anyio.from_thread.run_sync(self._start, job.job_id, work)
@@ -228,6 +230,23 @@ class JobRunner:
             self.store.fail(job.job_id, "the edit could not be started; try again")
             raise
         return job
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one of the `max_active` places for a synchronous edit; `QueueFullError` when none is free."""
+        with self._submit_lock:
+            self._check_room()
+            self._synchronous += 1
+        try:
+            yield
+        finally:
+            with self._submit_lock:
+                self._synchronous -= 1
+
+    def _check_room(self) -> None:
+        """Under `_submit_lock`: `QueueFullError` when `max_active` edits are in progress."""
+        if self.store.active_count() + self._synchronous >= self.max_active:
+            raise QueueFullError(f"too many edits in progress ({self.max_active}); try again shortly")
 
     def in_worker_thread(self, call: Callable[[], Any]) -> concurrent.futures.Future[Any]:
         """Run a blocking `call` in another worker thread of the event loop (from a worker thread); its future."""

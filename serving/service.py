@@ -284,7 +284,8 @@ class Moodshift:
                 f"Accept: image/png answers with one image; this edit makes {prepared.options.variants} variants: "
                 "ask for JSON, or for one variant"
             )
-        outcome = self.pipeline.run_edit(prepared, job_id=uuid.uuid4().hex)
+        with self.jobs.slot():  # counted with the jobs: MOODSHIFT_MAX_QUEUED_EDITS bounds every edit in progress
+            outcome = self.pipeline.run_edit(prepared, job_id=uuid.uuid4().hex)
         if png:
             headers = {"X-Moodshift-Seed": str(outcome.seeds[0]), "X-Moodshift-Image-Id": outcome.image_id}
             return Response(png_bytes(outcome.images[0]), media_type="image/png", headers=headers)

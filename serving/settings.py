@@ -153,7 +153,9 @@ class Settings(BaseSettings):
     shutdown_timeout_s: int = Field(
         10, ge=1, description="On stop, requests still open after this many seconds are cut (a hung one can't block)."
     )
-    max_queued_edits: int = Field(32, ge=1, description="Edit jobs waiting or running at once; more get 429.")
+    max_queued_edits: int = Field(
+        32, ge=1, description="Edits in progress at once (jobs waiting or running, synchronous /edit); more get 429."
+    )
     job_results_mb: float = Field(
         1000,
         gt=0,

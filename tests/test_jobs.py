@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from serving.core.errors import NotFoundError
+from serving.core.errors import NotFoundError, QueueFullError
 from serving.jobs import JobRunner, JobStore
 
 
@@ -85,3 +85,15 @@ def test_a_job_that_cannot_be_started_fails_and_frees_its_slot():
     with pytest.raises(RuntimeError):  # not called from a worker thread of an event loop: nothing can run it
         runner.submit(4, lambda job_id, control: {})
     assert runner.store.active_count() == 0 and runner.store.counts() == {"failed": 1}
+
+
+def test_synchronous_edits_and_jobs_share_the_limit():
+    runner = JobRunner(JobStore(), max_active=2, describe_error=str)
+    runner.store.create(total=1)  # a queued job
+    with runner.slot():  # and a synchronous edit: the limit is reached
+        with pytest.raises(QueueFullError, match=r"too many edits in progress \(2\)"):
+            runner.submit(4, lambda job_id, control: {})
+        with pytest.raises(QueueFullError), runner.slot():
+            pass
+    with runner.slot():  # the synchronous edit ended: its place is free again
+        pass
