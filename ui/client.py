@@ -7,19 +7,23 @@ person can act on, so the UI can show it without a traceback.
 from __future__ import annotations
 
 import base64
+import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
-import streamlit as st
 
 CONNECT_TIMEOUT_S = 3.0
 # Read timeouts: the first SAM embedding and an Ollama call may take a while on CPU.
 INFO_TIMEOUT_S = 5.0
 STAGE_TIMEOUT_S = 300.0
 STATUS_TIMEOUT_S = 15.0
-EDIT_TIMEOUT_S = 3600.0
+# What a request carries beside its photo (points, options, prompt, field names): the service's limit is on the
+# whole body, so this much is kept free of it. A mask sent along with a photo the service had let go is not counted:
+# that is rare, and a two-level mask compresses to little.
+REQUEST_OVERHEAD_BYTES = 64_000
 
 
 class ServiceError(RuntimeError):
@@ -71,7 +75,7 @@ class PromptDraft:
 
 @dataclass(frozen=True)
 class EditResult:
-    """`/edit`'s answer (also the `result` of a finished job): result images as PNG bytes."""
+    """A finished edit job's `result`: result images as PNG bytes."""
 
     images: list[bytes]
     seeds: list[int]
@@ -134,6 +138,12 @@ def encode_image(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def request_bytes(image_size: int) -> int:
+    """The body of a request that carries an image file of `image_size` bytes: the file as base64 (4 characters for
+    every 3 bytes, rounded up) and the rest of the JSON."""
+    return 4 * math.ceil(image_size / 3) + REQUEST_OVERHEAD_BYTES
+
+
 def decode_image(data: str) -> bytes:
     """A base64 image from the service (a `data:` URL prefix is tolerated) as file bytes."""
     if data.startswith("data:"):
@@ -193,10 +203,6 @@ class ServiceClient:
         return PromptDraft(
             str(answer["prompt"]), int(answer.get("tokens", 0)), str(answer.get("source", "")), answer.get("reason")
         )
-
-    def edit(self, body: dict[str, Any]) -> EditResult:
-        """POST /edit and wait for the whole edit (no progress; the studio uses the job API instead)."""
-        return EditResult.from_json(self._call("POST", "/edit", body, EDIT_TIMEOUT_S))
 
     def submit_edit(self, photo: Photo, body: dict[str, Any]) -> EditJob:
         """POST /edit_submit: the edit of `photo` with `body`'s mask or clicks, prompt or word, and options."""
@@ -281,12 +287,19 @@ def _reason(exc: requests.RequestException) -> str:
     return text[:200]
 
 
-@st.cache_resource(show_spinner=False)
-def _shared_session() -> requests.Session:
-    """One connection pool for the whole app process (cheap keep-alive to the service)."""
-    return requests.Session()
+_threads = threading.local()
+
+
+def _thread_session() -> requests.Session:
+    """This thread's HTTP session. A `requests.Session` is not thread-safe, and Streamlit runs every browser
+    session's script in threads of its own (a cut run may still wait on the service while the next one starts), so
+    one session is never shared between threads; within a run, polls and clicks reuse its connections."""
+    session = getattr(_threads, "session", None)
+    if session is None:
+        session = _threads.session = requests.Session()
+    return session
 
 
 def get_client(base_url: str) -> ServiceClient:
-    """The studio's client for `base_url`, sharing the cached HTTP session."""
-    return ServiceClient(base_url, _shared_session())
+    """The studio's client for `base_url`, over the calling thread's HTTP session."""
+    return ServiceClient(base_url, _thread_session())

@@ -3,7 +3,8 @@
 Layout of an entry folder `<id>/`: `entry.json` (prompt, seeds, parameters, timings, source image id...),
 `source.png`, `result_<i>.png`, `thumb.png`. An entry is written into a hidden temp folder and moved into
 place with one `os.replace`, so a crash mid-write leaves the previous state; deleting first moves the folder
-out of sight. The loader skips anything incomplete or corrupt instead of failing the gallery.
+out of sight. The loader skips anything incomplete or corrupt instead of failing the gallery, and the studio opens
+the store through `open_store`, which clears such leftovers once per process.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import secrets
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -33,6 +35,9 @@ FORMAT_VERSION = 1
 _TEMP_PREFIX = ".tmp-"
 _TRASH_PREFIX = ".trash-"
 _STALE_AFTER_S = 3600.0
+
+_cleaned_roots: set[Path] = set()  # the folders `open_store` has cleared of leftovers in this process
+_cleaning = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -195,6 +200,20 @@ class HistoryStore:
             log.warning("skipping incomplete history folder %s", folder)
             return None
         return entry
+
+
+def open_store(root: Path | str) -> HistoryStore:
+    """The store at `root`; the first time this process opens it, leftovers of a crash are removed (one listing of
+    the folder, not one per rerun: every browser session of the studio opens it on each page and save)."""
+    store = HistoryStore(root)
+    key = store.root.resolve()
+    with _cleaning:
+        if key not in _cleaned_roots:
+            _cleaned_roots.add(key)
+            removed = store.clean_stale()
+            if removed:
+                log.info("removed %d leftover folder(s) of an interrupted save or delete in %s", removed, store.root)
+    return store
 
 
 def _is_entry_name(name: str) -> bool:

@@ -21,7 +21,12 @@ class StudioSettings(BaseSettings):
     service_url: str = Field("http://127.0.0.1:3000", description="Where the studio finds the Moodshift service.")
     history_dir: Path = Field(Path("history"), description="Folder of the studio's saved edits.")
     # Used only until the service's /info answers with its own `limits`.
-    max_upload_mb: float = Field(25.0, gt=0, description="Largest photo accepted for upload, in MB.")
+    max_upload_mb: float = Field(
+        25.0,
+        gt=0,
+        description="The service's limit on a request body, in MB: an upload is accepted when its request (the photo "
+        "base64-encoded, a third larger, after any re-encoding) fits.",
+    )
     max_image_pixels: int = Field(40_000_000, ge=1, description="Largest photo accepted for upload, in pixels (W×H).")
 
 

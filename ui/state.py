@@ -56,6 +56,7 @@ def defaults() -> dict[str, Any]:
         "job": None,  # the edit job being followed (dict), survives reruns and page switches
         "last_preview": None,  # PNG of the latest preview shown while an edit ran
         "job_error": None,
+        "cancel_error": None,  # ui.client.ServiceError of a cancel that failed (the job was followed on)
         "results": None,  # the last finished edit (dict)
         "compare_at": 50,
         "variant_choice": 0,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import time
 
 import numpy as np
 import pytest
@@ -27,7 +29,7 @@ from tests.ui.studio_driver import (
     texts,
     upload,
 )
-from ui.client import JobStatus
+from ui.client import JobStatus, ServiceClient
 from ui.history import EditRecord, HistoryStore
 from ui.overlay import MASK_TINT, SOFT_EDGE_COLOR
 from ui.panels import generate
@@ -293,6 +295,9 @@ def test_generate_follows_the_job_and_saves_a_history_entry(studio, fake_service
     assert (entry.width, entry.height) == (1500, 1000) and len(entry.result_paths) == 2
 
     assert "Saved to history" in texts(at.success)
+    # The default edge is the matte, which the feather does not soften: the caption names the edge, not the feather.
+    assert "Seed 42 · 3 steps · guidance 7.0 · edge matte" in texts(at.caption)
+    assert not any("feather" in caption for caption in texts(at.caption))
     downloads = at.get("download_button")
     assert [d.proto.label for d in downloads] == ["Download variant 1", "Download variant 2"]
 
@@ -394,13 +399,20 @@ def test_delete_asks_for_confirmation(fake_service, monkeypatch):
     assert any("1 saved edit" in caption for caption in texts(at.caption))
 
 
-def test_a_lost_status_keeps_the_job_and_cancel_stops_it(studio, fake_service, big_photo_png):
-    at = click(upload(studio, "big.png", big_photo_png), 280, 186)
+def _lose_the_status_of_a_new_job(at: AppTest, fake_service: FakeService, big_photo_png: bytes) -> AppTest:
+    """Generate while /edit_status fails: the studio keeps the job (and its Cancel button) without progress."""
+    at = click(upload(at, "big.png", big_photo_png), 280, 186)
     at.text_input(key="user_word").input("forest")
     at = at.run()
     fake_service.fail["edit_status"] = (503, "service busy")
     at.button(key="generate").click()
     at = at.run()
+    assert at.session_state.job is not None
+    return at
+
+
+def test_a_lost_status_keeps_the_job_and_cancel_stops_it(studio, fake_service, big_photo_png):
+    at = _lose_the_status_of_a_new_job(studio, fake_service, big_photo_png)
     assert_no_exception(at)
     assert any("Generating failed." in e and "service busy" in e and "/edit_status" in e for e in texts(at.error))
     job_id = at.session_state.job["job_id"]  # still followed: the job may be running
@@ -410,6 +422,61 @@ def test_a_lost_status_keeps_the_job_and_cancel_stops_it(studio, fake_service, b
     assert fake_service.calls("/edit_cancel")[-1] == {"job_id": job_id}
     assert at.session_state.job is None and "Generation cancelled." in texts(at.info)
     assert HistoryStore(get_settings().history_dir).list() == []
+
+
+def test_a_cancel_after_the_job_finished_keeps_and_saves_its_result(studio, fake_service, big_photo_png):
+    at = _lose_the_status_of_a_new_job(studio, fake_service, big_photo_png)
+    del fake_service.fail["edit_status"]
+    fake_service.steps_per_poll = 100
+    job_id = at.session_state.job["job_id"]
+    assert ServiceClient(fake_service.url).edit_status(job_id).state == "done"  # finished before the click
+    at.button(key="cancel").click()
+    at = at.run()
+    assert_no_exception(at)
+    assert fake_service.calls("/edit_cancel")[-1] == {"job_id": job_id}  # answered "done"
+    assert at.session_state.job is None and "Generation cancelled." not in texts(at.info)
+    [entry] = HistoryStore(get_settings().history_dir).list()
+    assert entry.record.user_keyword == "forest" and "Saved to history" in texts(at.success)
+
+
+def test_a_failed_cancel_shows_why_and_the_job_is_followed_to_its_end(studio, fake_service, big_photo_png):
+    at = _lose_the_status_of_a_new_job(studio, fake_service, big_photo_png)
+    fake_service.fail = {"edit_cancel": (503, "cancel queue full")}  # the status answers again, the cancel fails
+    at.button(key="cancel").click()
+    at = at.run()
+    assert_no_exception(at)
+    assert any("Cancelling failed." in e and "cancel queue full" in e and "/edit_cancel" in e for e in texts(at.error))
+    assert len(HistoryStore(get_settings().history_dir).list()) == 1  # the job went on; its result was saved
+    assert at.session_state.job is None and "Saved to history" in texts(at.success)
+
+
+def test_a_cancel_of_a_job_the_service_no_longer_knows_lets_it_go(studio, fake_service, big_photo_png):
+    at = _lose_the_status_of_a_new_job(studio, fake_service, big_photo_png)
+    fake_service.fail["edit_cancel"] = (404, "no edit job with that id (unknown or expired)")
+    at.button(key="cancel").click()
+    at = at.run()
+    assert_no_exception(at)
+    assert any("Cancelling failed." in e and "unknown or expired" in e for e in texts(at.error))
+    assert at.session_state.job is None  # nothing left to follow, so no Cancel or "Check again" either
+    assert not {"cancel", "check_job"} & {button.key for button in at.button}
+
+
+def test_opening_the_history_removes_the_leftovers_of_a_crash(fake_service, monkeypatch):
+    history = get_settings().history_dir
+    history.mkdir(parents=True, exist_ok=True)
+    leftovers = [history / ".tmp-20240101-000000-abcdef", history / ".trash-20240101-000000-abcdef-123456"]
+    for folder in leftovers:
+        folder.mkdir()
+        (folder / "source.png").write_bytes(b"half written")
+        two_hours_ago = time.time() - 7200
+        os.utime(folder, (two_hours_ago, two_hours_ago))
+    fresh = history / ".tmp-a-save-in-progress"
+    fresh.mkdir()
+    at = start_studio(fake_service.url, monkeypatch)
+    at.switch_page("views/history.py")
+    at = at.run()
+    assert_no_exception(at)
+    assert not any(folder.exists() for folder in leftovers) and fresh.is_dir()
 
 
 @pytest.mark.parametrize(
@@ -424,6 +491,21 @@ def test_a_lost_status_keeps_the_job_and_cancel_stops_it(studio, fake_service, b
 def test_progress_text(state, stage, step, text):
     status = JobStatus(job_id="j", state=state, step=step, total=30, stage=stage)
     assert generate.progress_text(status, 3.2) == text
+
+
+@pytest.mark.parametrize(
+    ("params", "caption"),
+    [
+        ({"steps": 30, "guidance": 7.0, "edge": "matte", "feather": 8},
+         "Seed 5 · 30 steps · guidance 7.0 · edge matte"),
+        ({"steps": 30, "guidance": 7.0, "edge": "hard", "feather": 8},
+         "Seed 5 · 30 steps · guidance 7.0 · edge hard · feather 8 px"),
+        ({"mode": "fast", "steps": 4, "guidance": 1.0, "feather": 8},  # a service without a choice of edge
+         "Fast mode · Seed 5 · 4 steps · guidance 1.0 · feather 8 px"),
+    ],
+)  # fmt: skip
+def test_the_result_caption_names_the_edge_and_the_feather_only_where_it_is_used(params, caption):
+    assert generate.settings_caption(params, 5) == caption
 
 
 def test_the_studio_never_imports_torch_or_the_models(tmp_path):

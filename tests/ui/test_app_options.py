@@ -129,7 +129,11 @@ def test_controls_appear_when_the_service_first_answers_and_keep_their_values_th
 def test_upload_limits_come_from_the_service(monkeypatch, big_photo_png):
     with FakeService(limits={"max_upload_mb": 2.0, "max_image_pixels": 1_000_000, "max_points": 64}) as service:
         at = start_studio(service.url, monkeypatch)
-        assert "up to 2 MB and 1 MP" in at.file_uploader(key="upload").help
+        # The size limit is the service's, on the request: the file it leaves room for is a quarter smaller.
+        assert at.file_uploader(key="upload").help.startswith(
+            "PNG, JPEG or WebP, up to 1 MP and a file of about 1.5 MB: the service takes requests of up to 2 MB, and "
+            "the photo goes in one base64-encoded"
+        )
         at = upload(at, "big.png", big_photo_png)  # 1500×1000
     assert_no_exception(at)
     assert any("1500×1000 = 1.5 MP; the limit is 1 MP" in error for error in texts(at.error))

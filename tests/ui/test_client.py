@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from PIL import Image
 
 from tests.ui.fake_service import seed_color
 from tests.ui.photos import png_bytes
-from ui.client import Photo, ServiceClient, ServiceError, encode_image
+from ui.client import Photo, ServiceClient, ServiceError, encode_image, get_client
 
 
 @pytest.fixture()
@@ -133,3 +134,13 @@ def test_a_photo_the_service_no_longer_keeps_is_sent_again_once(fake_service, ph
     assert mood.keywords
     sent = [body for body in fake_service.calls("/mood")]
     assert ["image" in body for body in sent] == [True, False, True]  # by id (409), then the pixels once
+
+
+def test_the_studios_clients_share_no_http_session_between_threads(fake_service):
+    """requests' Session is not thread-safe, and Streamlit runs every browser session in threads of its own."""
+    here = get_client(fake_service.url).session
+    assert get_client("http://127.0.0.1:9").session is here  # one thread's calls reuse its connections
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        elsewhere = list(pool.map(lambda _: get_client(fake_service.url).session, range(2)))
+    assert all(session is not here for session in elsewhere)
+    assert get_client(fake_service.url).info()["demo_models"] is True  # and it still talks to the service

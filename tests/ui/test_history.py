@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from ui import history
-from ui.history import EditRecord, HistoryStore
+from ui.history import EditRecord, HistoryStore, open_store
 
 
 def _png(color: tuple[int, int, int], size: tuple[int, int] = (60, 40)) -> bytes:
@@ -166,6 +166,26 @@ def test_clean_stale_removes_only_old_leftovers(store, source):
     os.utime(old, (an_hour_ago, an_hour_ago))
     assert store.clean_stale(older_than_s=3600) == 1
     assert not old.exists() and fresh.exists() and len(store.list()) == 1
+
+
+def test_the_studio_opens_the_store_clearing_old_leftovers_once_per_process(tmp_path, source):
+    root = tmp_path / "opened"
+    store = HistoryStore(root)
+    kept = store.add(source, [_png((1, 1, 1))], _record())
+    an_hour_ago = time.time() - 7200
+
+    def leftover(name: str):
+        folder = root / name
+        folder.mkdir()
+        os.utime(folder, (an_hour_ago, an_hour_ago))
+        return folder
+
+    crashed = leftover(".tmp-crashed")
+    assert [entry.id for entry in open_store(root).list()] == [kept.id]
+    assert not crashed.exists()
+    later = leftover(".trash-later")
+    open_store(root)  # opened again in the same process: not listed again
+    assert later.exists()
 
 
 def test_an_empty_or_missing_folder_has_no_entries(tmp_path):

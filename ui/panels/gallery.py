@@ -6,14 +6,14 @@ from functools import partial
 
 import streamlit as st
 
-from ui.history import HistoryEntry, HistoryStore
+from ui.history import HistoryEntry, HistoryStore, open_store
 from ui.settings import get_settings
 
 COLUMNS = 3
 
 
 def store() -> HistoryStore:
-    return HistoryStore(get_settings().history_dir)
+    return open_store(get_settings().history_dir)
 
 
 def _select(entry_id: str | None) -> None:

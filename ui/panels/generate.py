@@ -14,7 +14,7 @@ from PIL import Image
 
 from ui.client import EditResult, JobStatus, ServiceError, encode_image, get_client
 from ui.feedback import show_service_error
-from ui.history import EditRecord, HistoryEntry, HistoryStore
+from ui.history import EditRecord, HistoryEntry, open_store
 from ui.overlay import compare_split, fit_within
 from ui.panels.prompt import keywords
 from ui.settings import get_settings
@@ -47,7 +47,7 @@ def _block_reason() -> str | None:
 
 def _submit(source: SourceImage) -> None:
     state = st.session_state
-    state.job_error = None
+    state.job_error = state.cancel_error = None
     request = edit_request_fields()
     body: dict[str, Any] = {"mask": encode_image(state.segmentation.mask_png), **request}
     if state.prompt_text.strip():
@@ -77,17 +77,25 @@ def _submit(source: SourceImage) -> None:
 
 
 def _cancel() -> None:
+    """Ask the service to stop the job, and let it go only once the service says it is cancelled. It may have
+    ended meanwhile (done: followed on, so its result is saved; failed: followed on, so the reason shows), and a
+    cancel that failed leaves it running: it is followed on, with the error shown. A job the service no longer
+    knows (404) is let go: there is nothing left to follow."""
     state = st.session_state
     job = state.job
-    state.job = None
+    state.cancel_error = None
     if job is None:
         return
     try:
-        get_client(state.service_url).cancel_edit(job["job_id"])
+        answer = get_client(state.service_url).cancel_edit(job["job_id"])
     except ServiceError as exc:
-        state.job_error = exc
+        state.cancel_error = exc
+        if exc.status == 404:
+            state.job = None
         return
-    state.job_error = JobEnded("cancelled", "cancelled by you")
+    if answer == "cancelled":
+        state.job = None
+        state.job_error = JobEnded("cancelled", "cancelled by you")
 
 
 def _follow(job: dict[str, Any]) -> None:
@@ -153,7 +161,7 @@ def _finish(job: dict[str, Any], result: EditResult, elapsed_s: float) -> None:
     entry: HistoryEntry | None = None
     save_error = None
     try:
-        entry = HistoryStore(get_settings().history_dir).add(source.image, result.images, record)
+        entry = open_store(get_settings().history_dir).add(source.image, result.images, record)
     except (OSError, ValueError) as exc:
         save_error = f"The result could not be saved to history: {exc}"
     before = fit_within(source.image, *COMPARE_MAX)
@@ -183,6 +191,8 @@ def render(source: SourceImage) -> None:
     )
     if clicked:
         _submit(source)
+    if isinstance(state.cancel_error, ServiceError):  # shown until the next edit: it says why the job went on
+        show_service_error("Cancelling", state.cancel_error)
     if state.job is not None:
         cancel_slot = st.empty()
         cancel_slot.button("Cancel", key="cancel", icon=":material/stop_circle:", on_click=_cancel, type="tertiary")
@@ -200,6 +210,19 @@ def render(source: SourceImage) -> None:
         st.info("Generation cancelled.", icon=":material/stop_circle:")
     elif isinstance(error, JobEnded):
         st.error(f"**Generation {error.state}.** {error.message}", icon=":material/error:")
+
+
+def settings_caption(params: dict[str, Any], seed: int) -> str:
+    """The settings a result was made with, in one line. The feather softens only a hard edge (the matte makes its
+    own soft edge), so it is named only then, or when the service has no choice of edge."""
+    parts = ["Fast mode"] if params.get("mode") == "fast" else []
+    parts += [f"Seed {seed}", f"{params.get('steps', '?')} steps", f"guidance {params.get('guidance', '?')}"]
+    edge = params.get("edge")
+    if edge is not None:
+        parts.append(f"edge {edge}")
+    if edge in (None, "hard") and "feather" in params:
+        parts.append(f"feather {params['feather']} px")
+    return " · ".join(parts)
 
 
 def render_results() -> None:
@@ -232,12 +255,7 @@ def render_results() -> None:
     with info_col:
         st.markdown("**Prompt**")
         st.caption(record.prompt)
-        params = record.params
-        fast = "Fast mode · " if params.get("mode") == "fast" else ""
-        st.caption(
-            f"{fast}Seed {result.seeds[choice]} · {params.get('steps', '?')} steps · "
-            f"guidance {params.get('guidance', '?')} · feather {params.get('feather', '?')} px"
-        )
+        st.caption(settings_caption(record.params, result.seeds[choice]))
         total = record.timings.get("total_s") or record.timings.get("wall_s")
         if total is not None:
             st.caption(f"Took {float(total):.1f} s")

@@ -17,6 +17,15 @@ def upload_limits() -> UploadLimits:
     return UploadLimits.from_info(last_info(), UploadLimits(settings.max_upload_mb, settings.max_image_pixels))
 
 
+def upload_help(limits: UploadLimits) -> str:
+    """What may be uploaded, saying that the size limit is the service's, on the request the photo travels in."""
+    return (
+        f"PNG, JPEG or WebP, up to {limits.max_pixels / 1e6:g} MP and a file of about {limits.max_file_mb:.1f} MB: "
+        f"the service takes requests of up to {limits.max_mb:g} MB, and the photo goes in one base64-encoded, a "
+        "third larger (a WebP goes as PNG, often larger still)."
+    )
+
+
 def set_source(source: SourceImage | None) -> None:
     """Make `source` the photo being edited, forgetting the points, mask and mood of the previous one."""
     state = st.session_state
@@ -59,7 +68,7 @@ def render() -> SourceImage | None:
         max_upload_size=max(1, math.ceil(limits.max_mb)),
         key="upload",
         on_change=_on_upload,
-        help=f"PNG, JPEG or WebP, up to {limits.max_mb:g} MB and {limits.max_pixels / 1e6:g} MP.",
+        help=upload_help(limits),
     )
     if st.session_state.upload_error:
         st.error(st.session_state.upload_error, icon=":material/broken_image:")
