@@ -115,7 +115,7 @@ class JobStore:
             if job is not None and job.state in ("queued", "running"):
                 job.state, job.step, job.total = "running", step, total
 
-    def show(self, job_id: str, preview_png_b64: str) -> None:
+    def set_preview(self, job_id: str, preview_png_b64: str) -> None:
         """The latest preview of a running job."""
         with self._lock:
             job = self._jobs.get(job_id)
@@ -286,16 +286,16 @@ class JobRunner:
             if not store.start(job_id, stage):
                 raise CancelledError(CANCELLED_MESSAGE)
 
-        def show(rgb: Any) -> None:
+        def preview(rgb: Any) -> None:
             from serving.core.images import encode_png_base64
 
-            store.show(job_id, encode_png_base64(rgb))
+            store.set_preview(job_id, encode_png_base64(rgb))
 
         job = store.get(job_id)
         control = JobControl(
             on_stage=enter,
             on_step=lambda step, total: store.progress(job_id, step, total),
-            on_preview=show,
+            on_preview=preview,
             cancelled=job.cancel_event.is_set,
         )
         try:
