@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from serving.cli import app
 from serving.models.blended_sdxl import BlendedSDXLRunner
+from serving.settings import get_settings
 from tests.matting import core_of
 
 runner = CliRunner()
@@ -120,6 +121,69 @@ def test_bad_options_fail_before_any_model_loads(tiny_profile, coffee_file, mask
     )
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Both editors replaced by one that records the request it was built with and writes a small black image:
+    what the command line checks and sends, without a model or a service."""
+    from serving.cli import edit as edit_module
+    from serving.cli import remote
+
+    seen: dict = {}
+
+    class Recorder:
+        def __init__(self, *args, **_kwargs):
+            seen.update(args[1] if isinstance(args[0], str) else args[0])  # RemoteEditor takes the URL first
+
+        def edit(self, _photo, _progress):
+            return edit_module.Edited([np.zeros((8, 8, 3), np.uint8)], [3], "recorded")
+
+    monkeypatch.setattr(edit_module, "InProcessEditor", Recorder)
+    monkeypatch.setattr(remote, "RemoteEditor", Recorder)
+    return seen
+
+
+def test_the_early_check_uses_the_settings_defaults_and_leaves_the_service_its_own(
+    coffee_file, tmp_path, monkeypatch, recorded
+):
+    arguments = ["edit", str(coffee_file), "--prompt", "x", "--shrink-steps", "40", "-o", str(tmp_path / "o.png")]
+    refused = runner.invoke(app, arguments)  # the table's 30 steps: 40 shrink steps cannot run
+    assert refused.exit_code == 2 and "shrink_steps 40 must be an integer from 0 to steps (30)" in refused.stderr
+    assert not recorded
+    monkeypatch.setenv("MOODSHIFT_DEFAULT_STEPS", "50")  # the edit would make 50 steps: 40 of them shrinking is fine
+    get_settings.cache_clear()
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert recorded["shrink_steps"] == 40 and "steps" not in recorded  # the pipeline fills in the settings' 50
+    assert (tmp_path / "o.png").exists()
+
+    recorded.clear()
+    monkeypatch.delenv("MOODSHIFT_DEFAULT_STEPS")
+    get_settings.cache_clear()
+    remote = runner.invoke(app, [*arguments, "--server", "http://127.0.0.1:9"])  # the service has its own settings
+    assert remote.exit_code == 0, remote.output
+    assert recorded["shrink_steps"] == 40 and recorded["preview"] is False
+    typo = runner.invoke(app, [*arguments, "--server", "http://127.0.0.1:9", "--steps", "0"])
+    assert typo.exit_code == 2 and "steps 0 must be an integer from 1 to 150" in typo.stderr
+
+
+def test_the_early_check_leaves_fast_modes_steps_to_its_model(coffee_file, tmp_path, monkeypatch, recorded):
+    monkeypatch.setenv("MOODSHIFT_DEFAULT_STEPS", "2")  # quality's default; fast edits take the few-step model's
+    out = str(tmp_path / "o.png")
+    result = runner.invoke(app, ["edit", str(coffee_file), "--prompt", "x", "--mode", "fast", "--shrink-steps", "3",
+                                 "-o", out])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert recorded["mode"] == "fast" and recorded["shrink_steps"] == 3
+    quality = runner.invoke(app, ["edit", str(coffee_file), "--prompt", "x", "--shrink-steps", "3", "-o", out])
+    assert quality.exit_code == 2 and "shrink_steps 3 must be an integer from 0 to steps (2)" in quality.stderr
+
+
+def test_neither_a_prompt_nor_a_keyword_is_named_as_such(coffee_file, recorded):
+    result = runner.invoke(app, ["edit", str(coffee_file), "-o", "o.png"])
+    assert result.exit_code == 2
+    assert "error: give the new background as --prompt TEXT or as --keyword WORD\n" in result.stderr
+    assert "not both" not in result.stderr and not recorded
 
 
 def test_mask_of_another_size_and_bad_click_are_named(tiny_profile, coffee_file, tmp_path, monkeypatch):

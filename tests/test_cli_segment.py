@@ -90,6 +90,15 @@ def test_bad_prompts_fail_clearly_without_loading_a_model(monkeypatch, coffee_fi
     assert not (tmp_path / "m.png").exists()
 
 
+def test_a_mask_is_written_only_under_a_png_name(monkeypatch, coffee_file, tmp_path):
+    monkeypatch.setenv("MOODSHIFT_PROFILE", "real")  # no weights here: reaching the model would fail differently
+    out = tmp_path / "mask.jpg"
+    result = runner.invoke(app, ["segment", str(coffee_file), "--point", "300,200", "-o", str(out)])
+    assert result.exit_code == 2
+    assert "error: a mask is a PNG: name the output .png, not mask.jpg" in result.stderr
+    assert not out.exists()
+
+
 def test_bad_images_fail_clearly(monkeypatch, coffee_file, tmp_path):
     monkeypatch.setenv("MOODSHIFT_PROFILE", "real")
     monkeypatch.setenv("MOODSHIFT_MAX_IMAGE_PIXELS", "100000")

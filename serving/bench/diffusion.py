@@ -139,7 +139,7 @@ def run_diffusion_bench(
     *,
     mode: str = "quality",
     steps: int | None = None,
-    quality_steps: int = 30,
+    quality_steps: int | None = None,
     batch: int = 4,
     repeats: int = 1,
     seam_seeds: int = 0,
@@ -150,7 +150,8 @@ def run_diffusion_bench(
     `repeats`: on a shared CPU the minimum is the least disturbed estimate, as `timeit` advises), and optionally
     score the seam with shrinking off vs `shrink_steps` over `seam_seeds` seeds. Warm-up first. `steps`: default the
     mode's (the settings' for quality, the few-step model's for fast). In fast mode, also one edit per mode and the
-    switches between them. `defaults`: the edit options' defaults (the settings'), for the runner and the pipeline."""
+    switches between them (`quality_steps`: the quality edit's, default the settings'). `defaults`: the edit options'
+    defaults (the settings'), for the runner and the pipeline."""
     import torch
     from diffusers import StableDiffusionXLInpaintPipeline
 
@@ -244,7 +245,7 @@ def run_diffusion_bench(
 
 
 def _time_modes(
-    runner: BlendedSDXLRunner, request: Callable[..., Any], quality_steps: int, repeats: int
+    runner: BlendedSDXLRunner, request: Callable[..., Any], quality_steps: int | None, repeats: int
 ) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
     """Seconds of one edit in each mode, weights already in that mode, and of each switch; best of `repeats`."""
     device = runner.device

@@ -12,11 +12,15 @@ from pathlib import Path
 
 from PIL import Image
 
+STATS_WINDOW = 100  # batch sizes the service's /stats lists: its last 100 of each kind
+
 
 @dataclass
 class FolderResult:
     """One concurrency's run over the folder, and the batches the service made meanwhile (the salient model's runs,
-    the diffusion stage's)."""
+    the diffusion stage's). `batches_exact`: False when the service's /stats could not tell this run's batches from
+    earlier ones (its window of the last batch sizes was full and it counts no runs): the lists then hold the last
+    batches it kept, earlier ones among them."""
 
     concurrency: int
     photos: int
@@ -24,10 +28,12 @@ class FolderResult:
     seconds: float
     detect_batches: list[int]
     diffusion_batches: list[int]
+    batches_exact: bool = True
 
     @property
     def photos_per_s(self) -> float:
-        return self.photos / self.seconds if self.seconds else float("nan")
+        """Photos edited per second: a photo that failed is no output, however fast it failed."""
+        return (self.photos - self.failed) / self.seconds if self.seconds else float("nan")
 
     def row(self) -> dict[str, float | int]:
         return {**asdict(self), "photos_per_s": self.photos_per_s}
@@ -58,7 +64,8 @@ def folder_throughput(
 
     results = []
     with tempfile.TemporaryDirectory(prefix="moodshift-bench-folder-") as scratch:
-        request = {"prompt": "a misty forest at dawn", "steps": steps, "seed": 1}
+        # As `edit --server` sends a folder's edits: nobody watches previews of a folder.
+        request = {"prompt": "a misty forest at dawn", "steps": steps, "seed": 1, "preview": False}
         editor = RemoteEditor(url, request, Subject(None, [], None, auto=False))
         [warm_up] = write_folder(Path(scratch) / "warm-up", 1, size)
         editor.edit(warm_up, lambda fraction: None)  # the first edit pays for lazy loading: untimed
@@ -72,18 +79,47 @@ def folder_throughput(
             seconds = time.perf_counter() - began
             after = _batches(url)
             failed = sum(job.error is not None for job in jobs)
-            new = [batches[len(earlier) :] for earlier, batches in zip(before, after, strict=True)]
-            results.append(FolderResult(concurrency, count, failed, seconds, *new))
+            (detect, detect_exact), (diffusion, diffusion_exact) = (
+                new_batches(earlier, later) for earlier, later in zip(before, after, strict=True)
+            )
+            results.append(
+                FolderResult(concurrency, count, failed, seconds, detect, diffusion, detect_exact and diffusion_exact)
+            )
     return results
 
 
-def _batches(url: str) -> tuple[list[int], list[int]]:
-    """The service's batch sizes so far (salient model, diffusion), from /stats: each list holds the last 100, so the
-    new ones of a run are its tail while a session stays under 100 batches."""
+@dataclass(frozen=True)
+class Batches:
+    """A stage's batch sizes as /stats lists them (its last `STATS_WINDOW`), and its count of every batch so far
+    when it reports one (`runs`)."""
+
+    sizes: list[int]
+    runs: int | None
+
+
+def new_batches(before: Batches, after: Batches) -> tuple[list[int], bool]:
+    """The batches made between two looks at /stats, and whether they are exactly those: by the stage's run counter
+    when it has one (all of them unless more than the window were made), else the tail past what was there, which
+    is exact only while the window has not filled (none has been dropped yet)."""
+    if before.runs is not None and after.runs is not None and after.runs >= before.runs:
+        made = after.runs - before.runs
+        return (after.sizes[-made:] if made else []), made <= len(after.sizes)
+    if before.runs is None and len(after.sizes) < STATS_WINDOW:
+        return after.sizes[len(before.sizes) :], True
+    return list(after.sizes), False
+
+
+def _batches(url: str) -> tuple[Batches, Batches]:
+    """The service's batches so far (salient model, diffusion), from /stats."""
     import requests
 
     stats = requests.get(f"{url}/stats", timeout=30).json()
-    return list(stats["segment"].get("detect_batch_sizes", [])), list(stats["diffusion"]["batch_sizes"])
+    diffusion = stats["diffusion"]
+    runs = diffusion.get("runs")  # the salient model counts its images, not its batches: no counter to use there
+    return (
+        Batches(list(stats["segment"].get("detect_batch_sizes", [])), None),
+        Batches(list(diffusion["batch_sizes"]), None if runs is None else int(runs)),
+    )
 
 
 def format_folder_table(results: list[FolderResult]) -> str:
@@ -98,4 +134,9 @@ def format_folder_table(results: list[FolderResult]) -> str:
         base = results[0].photos_per_s
         lines += [f"concurrency {r.concurrency}: {r.photos_per_s / base:.2f}× concurrency {results[0].concurrency}"
                   for r in results[1:]]  # fmt: skip
+    if not all(r.batches_exact for r in results):
+        lines.append(
+            f"note: /stats lists only the last {STATS_WINDOW} batch sizes of a stage: some runs' batches could not be "
+            "told from earlier ones, whose sizes their largest batches may be (restart the service for exact numbers)"
+        )
     return "\n".join(lines)

@@ -172,8 +172,8 @@ class MatteBenchRow:
 def run_matte_bench(sizes_mp: tuple[float, ...] = SIZES_MP, repeats: int = 1) -> list[MatteBenchRow]:
     """For each size: the synthetic set's quality ratios and the matte's seconds per photo.
 
-    At the first size every sample is timed; above 2 MP only the first photo's two samples are (they take seconds to
-    build). The first call is a warm-up: pymatting's kernels and caches load there.
+    Up to 2 MP every sample is timed; above, only the first photo's two samples are (they take seconds to build).
+    The first call is a warm-up: pymatting's kernels and caches load there.
     """
     warm = synthetic_set((160, 120))[0]
     estimate_matte(warm.image, warm.hard_mask)
@@ -229,7 +229,7 @@ def to_json(rows: list[MatteBenchRow]) -> list[dict]:
 
 
 def edge_figure(zoom: int = 3, crop: int = 96) -> Image.Image:
-    """Before/after of an edge: the first sample put on a new background with today's hard, feathered mask (left)
+    """Before/after of an edge: the first sample put on a new background with the hard, feathered mask (edge=hard; left)
     and with the matte (right), a `crop`-pixel square of its edge enlarged `zoom` times."""
     sample = synthetic_set()[0]
     height, width = sample.alpha.shape

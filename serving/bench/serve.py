@@ -18,6 +18,7 @@ import requests
 from serving.core.images import encode_png_base64
 
 REQUEST_TIMEOUT_S = 600
+REPEAT_CLICK_GOAL_MS = 20  # what HTTP may add to a repeat click (p50) over the same click in-process
 
 
 @dataclass
@@ -35,7 +36,8 @@ class LoadResult:
 
     @property
     def requests_per_s(self) -> float:
-        return self.requests / self.seconds if self.seconds else float("nan")
+        """Successful requests per second: a refused request is quick and would flatter the rate."""
+        return (self.requests - self.errors) / self.seconds if self.seconds else float("nan")
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
@@ -68,6 +70,19 @@ def synthetic_photos(count: int, size: tuple[int, int], seed: int = 0) -> list[s
     return [encode_png_base64(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)) for _ in range(count)]
 
 
+def centre_click(size: tuple[int, int]) -> list[dict[str, float]]:
+    """One subject click in the middle of a photo of `size` (width, height), as the HTTP API takes clicks."""
+    return [{"x": size[0] / 2, "y": size[1] / 2, "label": 1}]
+
+
+def centre_mask(size: tuple[int, int]) -> str:
+    """A subject mask (base64 PNG) over the middle half of a photo of `size` (width, height) each way."""
+    width, height = size
+    mask = np.zeros((height, width), dtype=bool)
+    mask[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = True
+    return encode_png_base64(mask)
+
+
 def run_load(
     name: str, batching: str, clients: int, requests_total: int, send: Callable[[int], requests.Response]
 ) -> LoadResult:
@@ -96,10 +111,8 @@ def bench_server(
     """Every scenario against one server."""
     session = requests.Session()
     results = []
-    click = [{"x": size[0] / 2, "y": size[1] / 2, "label": 1}]
-    mask = np.zeros((size[1], size[0]), dtype=bool)
-    mask[size[1] // 4 : 3 * size[1] // 4, size[0] // 4 : 3 * size[0] // 4] = True
-    mask_b64 = encode_png_base64(mask)
+    click = centre_click(size)
+    mask_b64 = centre_mask(size)
     repeat_photo = synthetic_photos(1, size, seed=99)[0]
     first = session.post(f"{url}/segment", json={"image": repeat_photo, "points": click}, timeout=REQUEST_TIMEOUT_S)
     repeat_id = first.json()["image_id"]
@@ -163,7 +176,7 @@ def in_process_repeat_click_ms(size: tuple[int, int], repeats: int, settings) ->
 
     pipeline = Pipeline.in_process(settings)  # only the segmentation stage is used, so only SAM loads
     photo = synthetic_photos(1, size, seed=99)[0]
-    click = [{"x": size[0] / 2, "y": size[1] / 2, "label": 1}]
+    click = centre_click(size)
     first = pipeline.segment(to_rgb_array(decode_base64_image(photo, settings.max_image_pixels)), click, None)
     latencies: dict[str, list[float]] = {"segment, repeat click": [], "segment, click by id": []}
     for _ in range(repeats):
@@ -177,7 +190,7 @@ def in_process_repeat_click_ms(size: tuple[int, int], repeats: int, settings) ->
     return latencies
 
 
-def format_table(results: list[LoadResult], overhead: dict[str, float] | None) -> str:
+def format_table(results: list[LoadResult], overhead: dict[str, dict[str, float]] | None) -> str:
     lines = [
         f"{'scenario':<22} {'batching':<8} {'clients':>7} {'req':>5} {'err':>4} {'req/s':>8} {'p50 ms':>9} "
         f"{'p95 ms':>9}"
@@ -193,6 +206,6 @@ def format_table(results: list[LoadResult], overhead: dict[str, float] | None) -
     for scenario, numbers in (overhead or {}).items():
         lines.append(
             f"{scenario} p50: HTTP {numbers['http_p50_ms']:.1f} ms, in-process {numbers['in_process_p50_ms']:.1f} ms, "
-            f"overhead {numbers['overhead_p50_ms']:.1f} ms (goal ≤ 20 ms)"
+            f"overhead {numbers['overhead_p50_ms']:.1f} ms (goal ≤ {REPEAT_CLICK_GOAL_MS} ms)"
         )
     return "\n".join(lines)

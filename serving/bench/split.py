@@ -9,8 +9,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import requests
 
-from serving.bench.serve import REQUEST_TIMEOUT_S, synthetic_photos, timed_ms
-from serving.core.images import encode_png_base64
+from serving.bench.serve import REQUEST_TIMEOUT_S, centre_click, centre_mask, synthetic_photos, timed_ms
 
 SCENARIOS = ("repeat click", "edit")
 GOALS = {"repeat click": "≤ +15 ms p50", "edit": "≤ +5 % p50"}
@@ -50,10 +49,8 @@ def compare_split(
     """`clicks` repeat clicks (by image id) and `edits` edits on each deployment, alternating between them."""
     session = requests.Session()
     photo = synthetic_photos(1, size, seed=7)[0]
-    click = [{"x": size[0] / 2, "y": size[1] / 2, "label": 1}]
-    mask = np.zeros((size[1], size[0]), dtype=bool)
-    mask[size[1] // 4 : 3 * size[1] // 4, size[0] // 4 : 3 * size[0] // 4] = True
-    edit = {"image": photo, "mask": encode_png_base64(mask), "prompt": "a forest", "steps": edit_steps, "seed": 1}
+    click = centre_click(size)
+    edit = {"image": photo, "mask": centre_mask(size), "prompt": "a forest", "steps": edit_steps, "seed": 1}
     urls = {"single": single_url, "split": split_url}
     image_ids = {}
     for side, url in urls.items():  # the first click encodes the image and warms every worker

@@ -14,8 +14,6 @@ from serving.cli import bench_matte, matte  # noqa: F401  isort: skip
 from serving.cli import bench_serve, serve  # noqa: F401  isort: skip
 from serving.cli import demo  # noqa: F401  isort: skip
 
-# `bench` is listed only once some benchmark exists, so `--help` shows only real commands.
-if bench_app.registered_commands:
-    app.add_typer(bench_app, name="bench")
+app.add_typer(bench_app, name="bench")
 
 __all__ = ["app", "bench_app"]

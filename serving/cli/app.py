@@ -1,6 +1,10 @@
-"""The Typer application that every command module registers on."""
+"""The Typer application that every command module registers on, and what its commands share: clear errors,
+reading images and lists, writing files."""
 
+import json
+import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -23,6 +27,39 @@ def fail(message: str, code: int = 2) -> None:
 @app.callback()
 def _root() -> None:
     """Moodshift: new background, same subject. Settings come from MOODSHIFT_* variables (see README)."""
+
+
+def parse_list(text: str, kind: type[int] | type[float] = float, separator: str = ",") -> list[Any] | None:
+    """The numbers of a list such as "1,4,8" (each read as `kind`), or None when some part is not one; the caller
+    checks their count and range and names what it wanted."""
+    try:
+        return [kind(part) for part in text.split(separator)]
+    except ValueError:
+        return None
+
+
+def require_png(output: Path, what: str) -> None:
+    """Refuse an output that is not named .png: the command writes PNG bytes whatever the name says."""
+    if output.suffix.lower() != ".png":
+        fail(f"{what} is a PNG: name the output .png, not {output.name}")
+
+
+def check_writable(path: Path, option: str = "--json") -> None:
+    """Before a long run: a clear error when the file it ends by writing could not be written (no such folder, a
+    folder of that name, no permission), rather than a traceback after minutes of work."""
+    folder = path.parent
+    if path.is_dir():
+        fail(f"{option} {path} is a folder: name a file")
+    if not folder.is_dir():
+        fail(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        fail(f"{option} {path}: no permission to write there")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """The numbers of a benchmark as indented JSON, said on stderr (stdout keeps the table)."""
+    save_atomically(path, (json.dumps(data, indent=2) + "\n").encode())
+    typer.echo(f"wrote {path}", err=True)
 
 
 def read_file(path: Path, what: str = "") -> bytes:

@@ -1,16 +1,15 @@
 """`python -m serving bench diffusion`: blended runner vs diffusers' SDXL inpaint pipeline, batching, memory; with
 `--mode fast`, fast vs quality mode on the same components."""
 
-import json
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
-from serving.cli.app import bench_app, fail
+from serving.cli.app import bench_app, check_writable, fail, write_json
 from serving.core.edit_options import EDIT_OPTIONS
 
-MAX_STEPS = int(EDIT_OPTIONS["steps"].maximum)
+MIN_STEPS, MAX_STEPS = int(EDIT_OPTIONS["steps"].minimum), int(EDIT_OPTIONS["steps"].maximum)
 
 
 @bench_app.command("diffusion")
@@ -26,12 +25,20 @@ def bench_diffusion(
     ] = "quality",
     steps: Annotated[
         int | None,
-        typer.Option(min=2, max=MAX_STEPS, help="Denoising steps per run (default: 30; fast: the few-step model's)."),
+        typer.Option(
+            min=MIN_STEPS,
+            max=MAX_STEPS,
+            help="Denoising steps per run (default: an edit's, MOODSHIFT_DEFAULT_STEPS; fast: the few-step model's).",
+        ),
     ] = None,
     quality_steps: Annotated[
-        int,
-        typer.Option(min=1, max=MAX_STEPS, help="With --mode fast: the steps of the quality edit it is timed against."),
-    ] = 30,
+        int | None,
+        typer.Option(
+            min=MIN_STEPS,
+            max=MAX_STEPS,
+            help="With --mode fast: the steps of the quality edit it is timed against (default: an edit's).",
+        ),
+    ] = None,
     batch: Annotated[int, typer.Option(min=1, max=8, help="Requests in the batch compared with single runs.")] = 4,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repeats of each measurement (best is kept).")] = 1,
     seam_seeds: Annotated[
@@ -58,6 +65,8 @@ def bench_diffusion(
 
     if size % 64:
         fail(f"--size {size} is not a multiple of 64")
+    if json_path is not None:
+        check_writable(json_path)
     settings = get_settings().model_copy(
         update={"diffusion_profile": profile, "device": device, "dtype": dtype, "working_pixels": size * size}
     )
@@ -75,7 +84,7 @@ def bench_diffusion(
         result = run_diffusion_bench(
             runner,
             mode=mode,
-            steps=steps if steps is not None or mode == "fast" else 30,
+            steps=steps,
             quality_steps=quality_steps,
             batch=batch,
             repeats=repeats,
@@ -87,5 +96,4 @@ def bench_diffusion(
         fail(str(exc))
     typer.echo(format_table(result))
     if json_path is not None:
-        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-        typer.echo(f"wrote {json_path}", err=True)
+        write_json(json_path, result.to_dict())

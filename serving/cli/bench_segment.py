@@ -1,21 +1,17 @@
 """`python -m serving bench segment`: first-click vs later-click latency and SAM encoder throughput; with `--auto`,
 the automatic subject's time per photo and IoU on composites with a known subject."""
 
-import json
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
-from serving.cli.app import bench_app, fail
+from serving.cli.app import bench_app, check_writable, fail, parse_list, write_json
 
 
 def _integers(text: str, option: str, separator: str, count: int | None = None) -> tuple[int, ...]:
     """Positive integers separated by `separator` (exactly `count` of them when given), or a clear error."""
-    try:
-        values = tuple(int(part) for part in text.split(separator))
-    except ValueError:
-        values = ()
+    values = tuple(parse_list(text, int, separator) or ())
     if not values or min(values) < 1 or (count is not None and len(values) != count):
         shape = f"{count} " if count else ""
         fail(f"{option} {text!r} is not {shape}positive integers separated by {separator!r}")
@@ -25,7 +21,8 @@ def _integers(text: str, option: str, separator: str, count: int | None = None) 
 @bench_app.command("segment")
 def bench_segment(
     profile: Annotated[
-        Literal["tiny", "random-full", "real"], typer.Option(help="tiny (fast, small), random-full (real size).")
+        Literal["tiny", "random-full", "real"],
+        typer.Option(help="tiny (fast, small), random-full (real size, random weights), real (checkpoints)."),
     ] = "tiny",
     model: Annotated[
         Literal["vit_b", "vit_l", "vit_h"], typer.Option(help="SAM variant for random-full and real.")
@@ -66,6 +63,8 @@ def bench_segment(
     from serving.settings import get_settings
 
     width, height = _integers(size or ("1152x864" if auto else "1024x768"), "--size", "x", count=2)
+    if json_path is not None:
+        check_writable(json_path)
     if threads is not None:
         torch.set_num_threads(threads)
     if auto:
@@ -90,8 +89,7 @@ def bench_segment(
     result = run_segment_bench(segmenter, clicks=clicks, repeats=repeats, batch_sizes=sizes, size=(width, height))
     typer.echo(format_table(result))
     if json_path is not None:
-        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-        typer.echo(f"wrote {json_path}", err=True)
+        write_json(json_path, result.to_dict())
 
 
 def _bench_auto(size: tuple[int, int], repeats: int, json_path: Path | None) -> None:
@@ -105,5 +103,4 @@ def _bench_auto(size: tuple[int, int], repeats: int, json_path: Path | None) -> 
     result = run_auto_bench(finder, size, repeats)
     typer.echo(format_auto_table(result))
     if json_path is not None:
-        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-        typer.echo(f"wrote {json_path}", err=True)
+        write_json(json_path, result.to_dict())

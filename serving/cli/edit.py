@@ -28,6 +28,7 @@ from serving.cli.segment import AutoOption, BoxOption, MaskOption, PointsOption,
 
 STAGE_LABELS = {"segment": "finding the subject…", "prompt": "reading the mood and writing the prompt…"}
 POLL_S = 0.2
+MAX_CONCURRENCY = 32  # edits in flight from one command line (`edit --server`, `bench serve --folder`)
 Progress = Callable[[float], None]  # the fraction of one photo's edit done so far
 
 
@@ -125,7 +126,9 @@ def edit(
     concurrency: Annotated[
         int,
         typer.Option(
-            min=1, max=32, help="With --server: photos in flight at once, so the service can batch them (default 1)."
+            min=1,
+            max=MAX_CONCURRENCY,
+            help="With --server: photos in flight at once, so the service can batch them (default 1).",
         ),
     ] = 1,
     overwrite: Annotated[
@@ -146,10 +149,12 @@ def edit(
     status 1 when some photos of a folder failed."""
     from PIL import Image
 
-    from serving.core.edit_options import EDIT_OPTIONS, check_edit_options
+    from serving.core.edit_options import EDIT_OPTIONS
     from serving.core.errors import InputError
 
-    if (prompt is None) == (keyword is None):
+    if prompt is None and keyword is None:
+        fail("give the new background as --prompt TEXT or as --keyword WORD")
+    if prompt is not None and keyword is not None:
         fail("give the new background either as --prompt TEXT or as --keyword WORD, not both")
     clicks, box_values = parse_subject(mask, points, box, auto)
     folder = is_folder_output(output, len(images))
@@ -165,7 +170,7 @@ def edit(
     options = {name: value for name, value in (edit_options or {}).items() if value is not None}
     options["preview"] = preview_path is not None  # pictures nobody watches cost the service a little
     try:  # once, before any photo: a typo should be named once, not once per photo
-        check_edit_options(options, {})
+        check_options_early(options, server is not None)
     except InputError as exc:
         fail(str(exc))
     subject = Subject(mask, clicks, box_values, auto)
@@ -201,6 +206,23 @@ def edit(
     )
     if failed:
         raise typer.Exit(1)
+
+
+def check_options_early(options: dict[str, Any], remote: bool) -> None:
+    """What can be known of the options before any photo, without asking a model; the whole check still runs per
+    photo where the edit enters (`Pipeline.prepare_edit`, in this process or in the service).
+
+    Each option's own type and range always. The rules between options (shrink_steps at most the steps, a strength
+    that leaves a step) only where the defaults they meet are known here: in this process and in quality mode,
+    with the settings' defaults, exactly as the pipeline will. A service has its own settings, and mode fast its
+    few-step model's steps, which only the loaded diffusion stage knows."""
+    from serving.core.edit_options import EDIT_OPTIONS, check_edit_options
+    from serving.settings import get_settings
+
+    for name, value in options.items():
+        EDIT_OPTIONS[name].check(value)
+    if not remote and options.get("mode", EDIT_OPTIONS["mode"].default) == "quality":
+        check_edit_options(options, get_settings().edit_defaults())
 
 
 def _check_distinct(jobs: list[PhotoJob]) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from serving.cli.app import app, fail, read_file, read_image
+from serving.cli.app import app, fail, read_file, read_image, require_png
 from serving.cli.segment import AutoOption, BoxOption, MaskOption, PointsOption, parse_subject
 
 
@@ -36,8 +36,7 @@ def matte(
     from serving.settings import get_settings
 
     clicks, box_values = parse_subject(mask, points, box, auto)
-    if output.suffix.lower() != ".png":
-        fail(f"a cut-out is a PNG with transparency: name the output .png, not {output.name}")
+    require_png(output, "a cut-out (with transparency)")
     settings = get_settings()
     picture = read_image(image, settings.max_image_pixels)
     subject_mask = None

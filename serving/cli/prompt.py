@@ -8,11 +8,15 @@ import typer
 
 from serving.cli.app import app, fail
 from serving.cli.mood import echo_stage_result
+from serving.core.prompt_text import MAX_USER_KEYWORD_CHARS
 
 
 @app.command("prompt")
 def prompt(
-    keyword: Annotated[str, typer.Option("--keyword", help="The user's word, e.g. 'forest' (at most 100 chars).")],
+    keyword: Annotated[
+        str,
+        typer.Option("--keyword", help=f"The user's word, e.g. 'forest' (at most {MAX_USER_KEYWORD_CHARS} chars)."),
+    ],
     keywords: Annotated[str, typer.Option("--keywords", help="Comma-separated mood keywords, e.g. 'calm,warm'.")] = "",
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object: prompt, tokens, source, reason.")

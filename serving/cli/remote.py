@@ -16,11 +16,11 @@ import numpy as np
 
 from serving.cli.app import save_atomically
 from serving.cli.edit import Edited, EditorUnavailable, PhotoFailed, Progress, Subject
+from serving.jobs import FINISHED
 
 POLL_S = 0.25
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 300.0
-ENDED = ("done", "failed", "cancelled")
 
 
 class RemoteEditor:
@@ -48,7 +48,7 @@ class RemoteEditor:
         if self.subject.auto:
             body["auto"] = True
         job = self.call("/edit_submit", body)
-        while (status := self.call("/edit_status", {"job_id": job["job_id"]}))["state"] not in ENDED:
+        while (status := self.call("/edit_status", {"job_id": job["job_id"]}))["state"] not in FINISHED:
             progress(int(status["step"]) / max(int(status["total"]), 1))
             if self.preview is not None and status.get("preview"):
                 save_atomically(self.preview, base64.b64decode(status["preview"]))

@@ -7,15 +7,12 @@ from typing import Annotated
 
 import typer
 
-from serving.cli.app import app, fail, read_image
+from serving.cli.app import app, fail, parse_list, read_image, require_png
 
 
 def parse_numbers(text: str, option: str, shapes: str, counts: tuple[int, ...]) -> list[float]:
     """Comma-separated numbers of one of the `counts` lengths, or a clear error naming the option and text."""
-    try:
-        values = [float(part) for part in text.split(",")]
-    except ValueError:
-        values = []
+    values = parse_list(text) or []
     if len(values) not in counts:
         fail(f"{option} {text!r} is not {shapes} (comma-separated numbers, no spaces needed)")
     return values
@@ -34,10 +31,14 @@ def parse_box(text: str) -> list[float]:
     return parse_numbers(text, "--box", "X0,Y0,X1,Y1", (4,))
 
 
-# The subject of `edit` and `matte`: a mask file, clicks and/or a box, or nothing (the automatic subject).
+# The subject of `segment`, `edit` and `matte`: clicks and/or a box, or nothing (the automatic subject); `edit` and
+# `matte` also take a mask file instead.
 MaskOption = Annotated[
     Path | None,
-    typer.Option("--mask", help="Subject mask image, same size as IMAGE: white = subject (grey = a soft edge)."),
+    typer.Option(
+        "--mask",
+        help="Instead of clicks: a subject mask image, same size as IMAGE: white = subject (grey = a soft edge).",
+    ),
 ]
 PointsOption = Annotated[
     list[str] | None,
@@ -45,7 +46,7 @@ PointsOption = Annotated[
         "--point",
         "-p",
         metavar="X,Y[,LABEL]",
-        help="Instead of --mask: a click X,Y[,LABEL] on the subject in image pixels (LABEL 1 = subject, default; "
+        help="A click X,Y[,LABEL] on the subject in image pixels, origin top-left (LABEL 1 = subject, default; "
         "0 = not subject); repeat in click order. Uses the SAM segmenter (with --auto: refines the automatic one).",
     ),
 ]
@@ -56,8 +57,8 @@ AutoOption = Annotated[
     bool,
     typer.Option(
         "--auto",
-        help="Start from the automatic subject and refine it with --point/--box. Without --mask, --point or --box "
-        "the subject is found automatically anyway.",
+        help="Start from the automatic subject (a salient-object model) and refine it with --point/--box, instead "
+        "of SAM from the clicks alone. With no subject given at all it is found automatically anyway.",
     ),
 ]
 
@@ -74,26 +75,10 @@ def parse_subject(
 @app.command("segment")
 def segment(
     image: Annotated[Path, typer.Argument(help="Photo to segment (PNG, JPEG, WebP, GIF, BMP or TIFF).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Mask PNG to write: white = subject, image size.")],
-    points: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--point",
-            "-p",
-            metavar="X,Y[,LABEL]",
-            help="A click X,Y[,LABEL] in image pixels (origin top-left); LABEL 1 = subject (default), "
-            "0 = not subject. Repeat in click order.",
-        ),
-    ] = None,
-    box: Annotated[str | None, typer.Option("--box", metavar="X0,Y0,X1,Y1", help="Box around the subject.")] = None,
-    auto: Annotated[
-        bool,
-        typer.Option(
-            "--auto",
-            help="Start from the automatic subject (a salient-object model; what runs without clicks) and refine "
-            "it with the clicks/box, instead of SAM from the clicks alone.",
-        ),
-    ] = False,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Mask .png to write: white = subject, image size.")],
+    points: PointsOption = None,
+    box: BoxOption = None,
+    auto: AutoOption = False,
 ) -> None:
     """Write the subject mask of IMAGE: the automatic subject with no clicks (or --auto with clicks refining it),
     else SAM from the clicks and/or box (models from the MOODSHIFT_* settings)."""
@@ -105,10 +90,10 @@ def segment(
     from serving.pipeline import Pipeline
     from serving.settings import get_settings
 
+    clicks, box_values = parse_subject(None, points, box, auto)
+    require_png(output, "a mask")
     settings = get_settings()
     picture = read_image(image, settings.max_image_pixels)
-    clicks = [parse_point(text) for text in points or []]
-    box_values = None if box is None else parse_box(box)
     pipeline = Pipeline.in_process(settings)
     auto = pipeline.wants_auto(clicks, box_values, auto)
     try:  # the clicks are checked before the model is built: a typo should not cost a model load
