@@ -15,9 +15,11 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.core.edit_options import EDIT_OPTIONS
+from serving.models.fast_models import FAMILIES  # a light module: its torch and diffusers imports are in functions
 
 Profile = Literal["auto", "real", "tiny", "random-full"]
 SamModelType = Literal["vit_h", "vit_l", "vit_b"]
+FastFamilyName = Literal[tuple(FAMILIES)]  # the few-step families' names, from their scheduler table
 
 # Official file names of the SAM checkpoints (https://github.com/facebookresearch/segment-anything).
 SAM_CHECKPOINT_NAMES: dict[str, str] = {
@@ -84,7 +86,7 @@ class Settings(BaseSettings):
         description="Few-step weights for mode=fast: a LoRA or UNet .safetensors file, or a LoRA folder "
         "(default: checkpoints/sdxl_lightning_4step_lora.safetensors).",
     )
-    fast_family: Literal["lightning", "hyper-sd", "lcm"] | None = Field(
+    fast_family: FastFamilyName | None = Field(
         None,
         description="Which few-step model MOODSHIFT_FAST_MODEL is, when its file name does not say it (its scheduler, "
         "steps and guidance follow that family's model card).",
@@ -198,6 +200,11 @@ class Settings(BaseSettings):
     @property
     def sdxl_model_path(self) -> Path:
         return self.sdxl_model or self.checkpoints_dir / "sdxl-base"
+
+    @property
+    def sdxl_vae_path(self) -> Path:
+        """Where the fp16-safe VAE folder is looked for (used only when it is there, unless set explicitly)."""
+        return self.sdxl_vae or self.checkpoints_dir / "sdxl-vae-fp16-fix"
 
 
 @lru_cache

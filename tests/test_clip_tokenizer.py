@@ -1,6 +1,7 @@
 """The offline tokenizer is CLIP's: same ids, same 77-token truncation."""
 
-from serving.models.clip_tokenizer import CLIP_MAX_TOKENS, load_clip_tokenizer
+from serving.core.prompt_text import PROMPT_TOKEN_BUDGET
+from serving.models.clip_tokenizer import load_clip_tokenizer
 
 
 def test_known_text_gives_clip_ids():
@@ -17,7 +18,7 @@ def test_punctuation_and_case_follow_clip():
 
 def test_truncation_keeps_77_with_eos_last():
     tokenizer = load_clip_tokenizer()
-    ids = tokenizer(" ".join(["cat"] * 100), truncation=True, max_length=CLIP_MAX_TOKENS).input_ids
+    ids = tokenizer(" ".join(["cat"] * 100), truncation=True, max_length=PROMPT_TOKEN_BUDGET).input_ids
     assert len(ids) == 77
     assert ids[0] == 49406 and ids[-1] == 49407
     assert ids[1:-1] == [2368] * 75

@@ -3,12 +3,14 @@
 import numpy as np
 import pytest
 
+from serving.core.blending import shrink_radii
 from serving.core.edit_options import (
     EDIT_OPTIONS,
     MAX_SEED,
     MAX_TEXT_CHARS,
     EditOptionError,
     check_edit_options,
+    denoising_steps,
     info_table,
 )
 from serving.core.errors import InputError
@@ -76,6 +78,33 @@ def test_denoising_steps_follow_strength_as_diffusers_counts_them():
     assert check_edit_options({"steps": 4, "strength": 0.5}).denoising_steps == 2
     assert check_edit_options({"steps": 30}).denoising_steps == 30
     assert check_edit_options({"steps": 10, "strength": 0.15}).denoising_steps == 1
+    assert denoising_steps(30, 0.5) == 15 and denoising_steps(7, 1.0) == 7
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"steps": 30, "strength": 0.5, "shrink_steps": 30},
+            r"shrink_steps 30 must be an integer from 0 to 14: the edit makes 15 denoising steps "
+            r"\(steps 30 × strength 0.5\) and the last one uses the exact mask",
+        ),
+        ({"steps": 30, "strength": 0.5, "shrink_steps": 15}, "shrink_steps 15 must be an integer from 0 to 14"),
+        ({"steps": 10, "shrink_steps": 10}, "shrink_steps 10 must be an integer from 0 to 9"),
+        ({"steps": 10, "strength": 0.15, "shrink_steps": 1}, "shrink_steps 1 must be an integer from 0 to 0"),
+    ],
+)
+def test_shrinking_must_end_before_the_last_denoising_step(options, message):
+    with pytest.raises(EditOptionError, match=message):
+        check_edit_options(options)
+
+
+@pytest.mark.parametrize(("steps", "strength"), [(30, 0.5), (30, 1.0), (4, 0.75), (150, 1.0)])
+def test_the_most_shrink_steps_allowed_still_end_on_the_exact_mask(steps, strength):
+    denoising = denoising_steps(steps, strength)
+    options = check_edit_options({"steps": steps, "strength": strength, "shrink_steps": denoising - 1})
+    radii = shrink_radii(options.shrink_steps, options.denoising_steps)
+    assert radii[0] == denoising - 1 and radii[-1] == 0
 
 
 def test_settings_bounds_come_from_the_table():

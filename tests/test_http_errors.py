@@ -19,6 +19,7 @@ from serving.core.errors import (
     TooLargeError,
 )
 from serving.http_errors import StageClient, error_from_stage, error_response, raises_over_http, status_and_message
+from serving.models.errors import WeightsError
 
 
 @pytest.mark.parametrize(
@@ -63,6 +64,14 @@ def test_an_internal_failure_is_a_short_500_and_a_remote_one_says_where_to_look(
         500,
         "internal error: a stage service failed: An unexpected error has occurred, please check the server log.",
     )
+
+
+def test_missing_weights_are_an_internal_error_whose_whole_message_reaches_the_caller():
+    # SAM loads on a first click: its missing file must answer with the fix, not a message cut at 200 characters.
+    path = "checkpoints/" + "nested/" * 30 + "sam_vit_h_4b8939.pth"
+    error = WeightsError(f"SAM checkpoint not found at {path}. Download the official sam_vit_h_4b8939.pth.")
+    assert len(str(error)) > 200 and isinstance(error, InternalError)
+    assert status_and_message(error) == (500, f"internal error: {error}")
 
 
 def test_a_stage_client_raises_the_stages_own_kind():

@@ -16,6 +16,7 @@ from serving.models.memory import (
     plan_offload,
     reserved_for_sam,
     vae_dtype_for,
+    with_fast_model,
 )
 from serving.models.sdxl_builders import build_tiny_sdxl, sdxl_scheduler
 from serving.settings import Settings
@@ -100,6 +101,23 @@ def test_plan_reads_free_cuda_memory_and_reserves_for_sam(monkeypatch, tmp_path,
     full_size = Settings(profile="random-full", checkpoints_dir=tmp_path)
     assert reserved_for_sam(full_size, torch.float16) == SAM_VIT_H_FP16
     assert plan_offload(Settings(offload="sequential"), cuda, torch.float16, sdxl_bytes).offload == "sequential"
+
+
+def test_the_few_step_lora_counts_in_the_unets_bytes_not_as_a_model_of_its_own(tmp_path, sdxl_bytes):
+    from safetensors.torch import save_file
+
+    lora = {"lora_unet_mid.lora_down.weight": torch.zeros(4096, 4096, dtype=torch.float16)}
+    save_file(lora, tmp_path / "sdxl_lightning_4step_lora.safetensors")  # fast mode's default file
+    lora_bytes = 4096 * 4096 * 2
+    counted = with_fast_model(Settings(checkpoints_dir=tmp_path), sdxl_bytes, torch.float16)
+    assert counted == {**sdxl_bytes, "unet": sdxl_bytes["unet"] + lora_bytes}
+    assert with_fast_model(Settings(checkpoints_dir=tmp_path / "none"), sdxl_bytes, torch.float16) == sdxl_bytes
+    # Under model offload the LoRA comes to the GPU inside the UNet: where the UNet alone would just fit, it does not.
+    active = activation_bytes(1024**2)
+    free = sdxl_bytes["unet"] + active + HEADROOM_BYTES + lora_bytes // 2
+    assert choose_offload("auto", "cuda", free, {**sdxl_bytes, "fast": lora_bytes}, active).offload == "model"
+    plan = choose_offload("auto", "cuda", free, counted, active)
+    assert plan.offload == "sequential" and "layer by layer" in plan.reason
 
 
 def test_vae_runs_in_float32_only_when_it_asks_to():

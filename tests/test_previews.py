@@ -41,3 +41,19 @@ def test_taesd_xl_is_used_when_its_folder_is_there(tmp_path):
     picture = decoder(latents)
     assert picture.dtype == np.uint8 and picture.shape == (128, 192, 3)  # TAESD decodes to 8× the latents
     assert PreviewDecoder()(latents).shape == (16, 24, 3)  # the linear map: one pixel per latent cell
+
+
+@pytest.mark.parametrize("weights", [None, b"not a safetensors file"])
+def test_a_taesd_folder_without_usable_weights_falls_back_to_the_linear_map(tmp_path, caplog, weights):
+    from diffusers import AutoencoderTiny
+
+    folder = tmp_path / "taesdxl"
+    AutoencoderTiny.save_config(AutoencoderTiny(), folder)  # config.json only: a download that stopped early
+    if weights is not None:
+        (folder / "diffusion_pytorch_model.safetensors").write_bytes(weights)
+    with caplog.at_level("WARNING", logger="serving.models.preview_decoder"):
+        decoder = PreviewDecoder.from_settings(Settings(checkpoints_dir=tmp_path), torch.device("cpu"), torch.float32)
+    assert decoder.name == "linear" and decoder.taesd is None
+    [record] = [record for record in caplog.records if record.name == "serving.models.preview_decoder"]
+    assert record.getMessage().startswith(f"preview decoder {folder} does not load (")
+    assert record.getMessage().endswith("); previews use the linear map")

@@ -24,7 +24,7 @@ from serving.core.prompt_text import (
     template_prompt,
     writer_messages,
 )
-from serving.models.clip_tokenizer import CLIP_MAX_TOKENS, default_clip_tokenizer
+from serving.models.clip_tokenizer import default_clip_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def count():
 
 
 def test_budget_is_clips_window():
-    assert PROMPT_TOKEN_BUDGET == CLIP_MAX_TOKENS == 77
+    assert PROMPT_TOKEN_BUDGET == default_clip_tokenizer().model_max_length == 77
 
 
 # --- the user's word -----------------------------------------------------------------------------------

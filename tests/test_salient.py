@@ -141,6 +141,62 @@ def test_a_larger_model_in_checkpoints_is_used_and_named(u2netp, tmp_path):
     assert finder.clicks_engine == "u2net+clicks"
 
 
+def test_a_damaged_larger_model_falls_back_to_the_embedded_u2netp_and_says_why(u2netp, tmp_path):
+    (tmp_path / "birefnet-general.onnx").write_bytes(b"half a download")
+    finder = SubjectFinder.from_settings(Settings(checkpoints_dir=tmp_path, profile="tiny", device="cpu"))
+    assert finder.detector is not None and finder.detector.name == "u2netp" and finder.salient.embedded
+    assert finder.detector_problem.startswith(
+        f"{tmp_path / 'birefnet-general.onnx'} is not a usable salient-object ONNX model ("
+    )
+    assert finder.detector_problem.endswith("; the embedded U²-Netp runs instead")
+    from skimage import data
+
+    assert finder.segment(data.coffee(), auto=True).engine == "u2netp"
+    from serving.backends import SegmentationBackend
+
+    info = SegmentationBackend(finder).info()["salient"]
+    assert info["model"] == "u2netp" and info["problem"] == finder.detector_problem
+    # A model the settings name is the user's choice: no fallback, the automatic subject says why it is off.
+    named = Settings(salient_model=tmp_path / "birefnet-general.onnx", profile="tiny", device="cpu")
+    finder = SubjectFinder.from_settings(named)
+    assert finder.detector is None and "is not a usable salient-object ONNX model" in finder.detector_problem
+
+
+def test_building_sam_blocks_neither_the_cache_nor_the_counters(u2netp, coffee):
+    import threading
+
+    building, release = threading.Event(), threading.Event()
+    sam = Segmenter(build_tiny_sam(seed=0))
+
+    def slow_sam():
+        building.set()
+        release.wait(timeout=30)  # a ViT-H load takes this long, or longer
+        return sam
+
+    salient = find_salient(Settings())
+    from serving.models.salient import SalientDetector
+
+    finder = SubjectFinder(SalientDetector.load(salient), slow_sam, salient=salient, sam_profile=None, sam_name="sam")
+    [found] = finder.detect_batch([coffee])
+    builder = threading.Thread(target=lambda: finder.segment(coffee, [(300, 200)]))
+    builder.start()
+    assert building.wait(timeout=10)
+    answers = []
+    reader = threading.Thread(
+        target=lambda: answers.append((finder.segment_cached(found.image_id, auto=True).engine, finder.stats()))
+    )
+    reader.start()
+    reader.join(timeout=10)
+    waited = reader.is_alive()
+    release.set()
+    builder.join(timeout=30)
+    reader.join(timeout=30)
+    assert not waited, "a cached automatic subject waited for SAM to load"
+    [(engine, stats)] = answers
+    assert engine == "u2netp" and stats["saliency_cache_hits"] == 1 and "encoder_passes" not in stats
+    assert finder.segmenter is sam and finder.stats()["encoder_passes"] == 1
+
+
 def test_model_families_are_read_from_file_names():
     assert (spec_for_file("u2netp.onnx").input_side, spec_for_file("u2netp.onnx").name) == (320, "u2netp")
     assert spec_for_file("u2net_human_seg.onnx").input_side == 320

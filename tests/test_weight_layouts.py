@@ -289,7 +289,7 @@ def test_configs_read_from_the_real_sdxl_key_format_are_sdxl_base():
     assert shapes["model.diffusion_model.input_blocks.7.1.transformer_blocks.9.attn2.to_k.weight"] == (1280, 2048)
     assert shapes["conditioner.embedders.1.model.transformer.resblocks.31.attn.in_proj_weight"] == (3840, 1280)
     assert shapes["first_stage_model.decoder.up.0.block.0.nin_shortcut.weight"] == (128, 256, 1, 1)
-    assert single_file_problem(Path("sd_xl_base_1.0.safetensors"), shapes, has_vae=False) is None
+    assert single_file_problem(Path("sd_xl_base_1.0.safetensors"), shapes, vae=None) is None
     configs = sdxl_configs_from_shapes(shapes)
     for name, shipped in (
         ("unet", SDXL_UNET_CONFIG),
@@ -304,8 +304,25 @@ def test_configs_read_from_the_real_sdxl_key_format_are_sdxl_base():
 def test_non_sdxl_single_files_are_named(tmp_path):
     unet = {"model.diffusion_model.input_blocks.0.0.weight": (320, 4, 3, 3)}
     sd15 = {**unet, "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": (49408, 768)}
-    assert "is a Stable Diffusion 1.x/2.x checkpoint, not SDXL" in single_file_problem(tmp_path, sd15, False)
-    assert "not a Stable Diffusion checkpoint" in single_file_problem(tmp_path, {"weight": (1,)}, False)
+    assert "is a Stable Diffusion 1.x/2.x checkpoint, not SDXL" in single_file_problem(tmp_path, sd15, None)
+    assert "not a Stable Diffusion checkpoint" in single_file_problem(tmp_path, {"weight": (1,)}, None)
+    from serving.models.sdxl_single_file import TEXT_2_PREFIX, TEXT_PREFIX
+    from serving.settings import Settings
+
+    no_vae = {
+        **unet,
+        TEXT_PREFIX + "embeddings.token_embedding.weight": (49408, 768),
+        TEXT_2_PREFIX + "text_projection": (1280, 1280),
+    }
+    vae = Settings(checkpoints_dir=tmp_path).sdxl_vae_path
+    assert (
+        vae == tmp_path / "sdxl-vae-fp16-fix"
+        and Settings(sdxl_vae=tmp_path / "mine").sdxl_vae_path == tmp_path / "mine"
+    )
+    assert single_file_problem(tmp_path / "x.safetensors", no_vae, vae) == (
+        f"{tmp_path / 'x.safetensors'} has no VAE inside. Put an SDXL VAE folder at {vae} (`python -m serving "
+        f"weights --download` fetches one) or set MOODSHIFT_SDXL_VAE."
+    )
 
 
 # --- every SDXL layout through the real profile -------------------------------------------------------------------
@@ -430,6 +447,30 @@ def test_weights_reports_layout_variant_and_memory_mode(layouts, tmp_path, monke
     assert "cpu, float32, offload none (runs on cpu" in diffusion
 
 
+def test_weights_plans_memory_with_the_sizes_the_runner_plans_with(layouts, tmp_path, monkeypatch):
+    """`weights` predicts the mode `serve` picks: both count the same models, the few-step LoRA in the UNet's."""
+    import serving.models.memory as memory_module
+    import serving.models.weights as weights_module
+
+    lora = {"lora_unet_mid.lora_down.weight": torch.zeros(64, 64, dtype=torch.float16)}
+    save_file(lora, tmp_path / "sdxl_lightning_4step_lora.safetensors")
+    settings = real(sdxl_model=layouts["full"], checkpoints_dir=tmp_path)
+    planned = []
+
+    def plan_offload(settings, device, dtype, model_bytes, working_pixels=None):
+        planned.append(dict(model_bytes))
+        return memory_module.MemoryPlan("none", "recorded")
+
+    monkeypatch.setattr(weights_module, "plan_offload", plan_offload)
+    monkeypatch.setattr(memory_module, "plan_offload", plan_offload)
+    weights_module.report_weights(settings, check_sha256=False)
+    BlendedSDXLRunner.from_settings(settings)
+    reported, served = planned
+    assert reported == served and set(served) == {"unet", "vae", "text_encoder", "text_encoder_2"}
+    unet = sum(p.numel() for p in build_tiny_sdxl().unet.parameters()) * 4  # float32 on the CPU
+    assert served["unet"] == unet + 64 * 64 * 4
+
+
 def test_weights_on_a_gpu_reports_fp16_variant_vae_upcast_and_offload(layouts, monkeypatch):
     """The report's GPU path, simulated on CPU: CUDA with 1 GB free."""
     import serving.models.weights as weights_module
@@ -521,6 +562,24 @@ def test_official_vit_keys_and_shapes_fit_the_registry_architecture(tmp_path, mo
     assert inspect_sam_file(path, None, get_settings().sam_download_url) == (model_type, None)
     found = find_sam(real(checkpoints_dir=tmp_path))
     assert (found.path, found.model_type, found.problem) == (path, model_type, None)
+
+
+def test_the_gpu_reserve_for_sam_is_the_architecture_that_will_be_built(tmp_path):
+    from serving.models.memory import GB, reserved_for_sam
+    from serving.models.sam_builders import plan_sam
+    from serving.settings import Settings
+
+    meta_sam_file(tmp_path, "vit_b")  # a ViT-B file; random-full builds MOODSHIFT_SAM_MODEL_TYPE's (ViT-H) anyway
+    random_full = Settings(checkpoints_dir=tmp_path, profile="random-full")
+    plan = plan_sam(random_full)
+    assert (plan.weights.model_type, plan.model_type, plan.model_name) == (
+        "vit_b",
+        "vit_h",
+        "sam-vit_h (random weights)",
+    )
+    assert reserved_for_sam(random_full, torch.float16) == SAM_PARAMETERS["vit_h"] * 2 + GB
+    assert reserved_for_sam(real(checkpoints_dir=tmp_path), torch.float16) == SAM_PARAMETERS["vit_b"] * 2 + GB
+    assert plan_sam(Settings(checkpoints_dir=tmp_path, profile="tiny")).model_type == "tiny"
 
 
 def test_unset_sam_type_prefers_the_largest_official_file_present(tmp_path):

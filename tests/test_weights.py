@@ -10,7 +10,14 @@ from typer.testing import CliRunner
 
 from serving.cli import app
 from serving.models.errors import WeightsError
-from serving.models.weights import Download, download_file, missing_downloads, report_weights, run_download
+from serving.models.weights import (
+    Download,
+    download_file,
+    human_size,
+    missing_downloads,
+    report_weights,
+    run_download,
+)
 from serving.settings import Settings
 
 
@@ -106,6 +113,48 @@ def test_download_failure_is_fast_clear_and_leaves_nothing(tmp_path):
         download_file(f"{_closed_port_url()}/sam.pth", tmp_path / "sam.pth", timeout_s=5)
     assert time.monotonic() - start < 5
     assert list(tmp_path.iterdir()) == []
+
+
+class ShortAnswer(http.server.BaseHTTPRequestHandler):
+    """Promises 5000 bytes and sends 100, as a server that drops the connection mid-file does."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "5000")
+        self.end_headers()
+        self.wfile.write(b"w" * 100)
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_download_cut_short_says_so_and_leaves_nothing(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ShortAnswer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/sam.pth"
+    try:
+        with pytest.raises(WeightsError, match=r"download of .*/sam\.pth stopped at 100 of 5000 bytes; run it again"):
+            download_file(url, tmp_path / "out" / "sam.pth", timeout_s=5)
+    finally:
+        server.shutdown()
+    assert list((tmp_path / "out").iterdir()) == []  # no .part file left behind
+
+
+def test_the_report_names_the_setting_that_chose_each_profile(tmp_path):
+    segment, diffusion, *_ = report_weights(Settings(checkpoints_dir=tmp_path, sam_profile="tiny"), check_sha256=False)
+    assert "profile tiny (set by MOODSHIFT_SAM_PROFILE);" in dict(segment.facts)["runs"]
+    assert "profile tiny (auto: no usable weights, see above);" in dict(diffusion.facts)["runs"]
+    segment, diffusion, *_ = report_weights(Settings(checkpoints_dir=tmp_path, profile="tiny"), check_sha256=False)
+    assert "profile tiny (set by MOODSHIFT_PROFILE);" in dict(segment.facts)["runs"]
+    both = Settings(checkpoints_dir=tmp_path, profile="tiny", diffusion_profile="tiny")
+    assert "profile tiny (set by MOODSHIFT_DIFFUSION_PROFILE);" in dict(report_weights(both, False)[1].facts)["runs"]
+
+
+def test_sizes_read_in_the_largest_unit_below_1024():
+    assert [human_size(size) for size in (512, 2048, 5 * 1024**2, 3 * 1024**3, 4096 * 1024**3)] == [
+        "512 B", "2.0 KB", "5.0 MB", "3.0 GB", "4096.0 GB"
+    ]  # fmt: skip
 
 
 def test_cli_download_without_network_fails_with_message_not_traceback(tmp_path, monkeypatch):

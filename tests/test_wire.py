@@ -73,3 +73,23 @@ def test_other_dtypes_and_short_data_are_refused():
         WireArray.of(np.zeros((2, 2), dtype=np.int64))
     with pytest.raises(ValueError, match="holds 3 values for shape"):
         WireArray(shape=(2, 2), dtype="uint8", data=b"abc").to_numpy()
+
+
+@pytest.mark.parametrize(
+    ("shape", "data", "message"),
+    [
+        ((2, 8), b"\xff", r"holds 1 bytes of packed bits for shape \(2, 8\)"),  # short: would be padded with False
+        ((2, 4), b"\xff\x00", r"holds 2 bytes of packed bits for shape \(2, 4\)"),  # long: the tail would be dropped
+        ((3, 3), b"\xff", r"holds 1 bytes of packed bits for shape \(3, 3\)"),
+    ],
+)
+def test_packed_masks_of_the_wrong_length_are_refused(shape, data, message):
+    with pytest.raises(ValueError, match=message):
+        WireArray(shape=shape, dtype="bool", data=data).to_numpy()
+    assert WireArray(shape=(3, 3), dtype="bool", data=b"\xff\x80").to_numpy().all()  # 9 bits in 2 bytes
+
+
+@pytest.mark.parametrize(("dtype", "data"), [("bool", b"\xff"), ("uint8", b"\x00" * 8), ("float32", b"\x00" * 8)])
+def test_negative_dimensions_are_refused(dtype, data):
+    with pytest.raises(ValueError, match=r"wire array shape \(-1, -8\) has a negative dimension"):
+        WireArray(shape=(-1, -8), dtype=dtype, data=data).to_numpy()

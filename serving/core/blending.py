@@ -37,7 +37,8 @@ def shrink_radii(shrink_steps: int, total_steps: int) -> list[int]:
 
     Progressive mask shrinking (Blended Latent Diffusion): early steps may repaint a band into the subject,
     so the background does not have to meet a hard edge at high noise; the band shrinks to nothing by
-    step `shrink_steps`.
+    step `shrink_steps` (counted from 0). `check_edit_options` keeps `shrink_steps` below the steps an edit makes,
+    so its last step always uses the exact mask.
     """
     return [max(shrink_steps - step, 0) for step in range(total_steps)]
 

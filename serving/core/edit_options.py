@@ -16,7 +16,7 @@ from typing import Any
 
 from serving.core.errors import InputError
 
-MAX_STEPS = 150  # denoising steps of an edit; progressive shrinking cannot take more steps than there are
+MAX_STEPS = 150  # steps of an edit; shrink_steps stays below the steps the edit makes, so below this too
 MAX_VARIANTS = 8
 # Variants take the seeds seed, seed+1, ...: the last must still fit the int64 a torch generator takes.
 MAX_SEED = 2**63 - 1 - MAX_VARIANTS
@@ -180,9 +180,10 @@ EDIT_OPTIONS: dict[str, EditOption] = {
             "shrink_steps",
             int,
             0,
-            "Progressive mask shrinking over the first N denoising steps (at most the steps).",
+            "Progressive mask shrinking over the first N denoising steps (fewer than steps × strength: the last "
+            "step keeps the exact mask).",
             0,
-            MAX_STEPS,
+            MAX_STEPS - 1,
         ),
         EditOption("preview", bool, True, "Small pictures of the background forming while the edit runs."),
         EditOption(
@@ -195,6 +196,16 @@ EDIT_OPTIONS: dict[str, EditOption] = {
         ),
     )
 }
+
+
+def denoising_steps(steps: int, strength: float) -> int:
+    """Steps an edit of `steps` makes: strength < 1 skips the first ones, as diffusers' SDXL inpaint pipeline does.
+
+    The one rule for every scheduler Moodshift runs: all are first-order (`order` 1: SDXL's Euler, Euler and DDIM
+    with trailing spacing, LCM, TCD), so each step is one UNet pass and one timestep. LCM and TCD pick their
+    timesteps for the full `steps` and the first ones are cut, exactly as for Euler (the inpaint pipeline does not
+    pass `strength` to their `set_timesteps`); `tests/test_fast_mode.py` counts each scheduler's timesteps."""
+    return min(int(steps * strength), steps)
 
 
 @dataclass(frozen=True)
@@ -220,13 +231,8 @@ class EditOptions:
 
     @property
     def denoising_steps(self) -> int:
-        """Steps an edit makes: strength < 1 skips the first ones, as diffusers' SDXL inpaint pipeline does.
-
-        The one rule for every scheduler Moodshift runs: all are first-order (`order` 1: SDXL's Euler, Euler and DDIM
-        with trailing spacing, LCM, TCD), so each step is one UNet pass and one timestep. LCM and TCD pick their
-        timesteps for the full `steps` and the first ones are cut, exactly as for Euler (the inpaint pipeline does not
-        pass `strength` to their `set_timesteps`); `tests/test_fast_mode.py` counts each scheduler's timesteps."""
-        return min(int(self.steps * self.strength), self.steps)
+        """Steps this edit makes (`denoising_steps`)."""
+        return denoising_steps(self.steps, self.strength)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -293,13 +299,18 @@ def check_edit_options(
             f"steps {options.steps} must be an integer from 1 to {rules.max_steps} in mode {mode} "
             f"({rules.model}'s scheduler makes at most {rules.max_steps})"
         )
-    if options.shrink_steps > options.steps:
-        raise EditOptionError(
-            f"shrink_steps {options.shrink_steps} must be an integer from 0 to steps ({options.steps})"
-        )
-    if options.denoising_steps < 1:
+    denoising = options.denoising_steps
+    if denoising < 1:
         raise EditOptionError(
             f"strength {options.strength:g} with {options.steps} steps leaves no denoising step; raise either"
+        )
+    # Shrinking is over by the step after the first `shrink_steps`: the last step must come after it, so the edit
+    # ends on the exact mask (`blending.shrink_radii`), whatever strength cut from the steps.
+    if options.shrink_steps >= denoising:
+        raise EditOptionError(
+            f"shrink_steps {options.shrink_steps} must be an integer from 0 to {denoising - 1}: the edit makes "
+            f"{denoising} denoising steps (steps {options.steps} × strength {options.strength:g}) and the last one "
+            f"uses the exact mask"
         )
     return options
 

@@ -23,7 +23,9 @@ MAX_MOOD_KEYWORDS = 8
 MAX_USER_KEYWORD_CHARS = 100
 MAX_KEYWORD_WORDS = 2  # "laid back" is a mood keyword, "the image looks calm" is a sentence
 _MAX_KEYWORD_CHARS = 40
-_MAX_REPLY_CHARS = 4000  # the budget keeps about 60 words; cleaning an essay's tail gains nothing
+# A writer's reply is read (and streamed from Ollama) this far: the budget keeps about 60 words, and cleaning an
+# essay's tail gains nothing.
+MAX_REPLY_CHARS = 2000
 # A caller's word or keyword is read only this far: at most 100 characters survive anyway, and cleaning a
 # megabyte character by character would hold a gateway thread (and the GIL) for about a second.
 _MAX_SCANNED_CHARS = 1000
@@ -203,7 +205,7 @@ def _reply_lines(reply: str) -> list[list[str]]:
     and sentences about the model or its instructions gone. Everything from a negative prompt on is ignored.
     """
     lines = []
-    for raw in reply[:_MAX_REPLY_CHARS].replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+    for raw in reply[:MAX_REPLY_CHARS].replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         sentences = []
         for piece in _SENTENCE_END.split(_strip_markup(raw)):
             if _NEGATIVE.match(piece):
@@ -280,7 +282,7 @@ _NON_WORD = re.compile(r"[^\w\s'-]")
 def parse_mood_keywords(reply: str, limit: int = MAX_MOOD_KEYWORDS) -> list[str]:
     """A clean list of at most `limit` lowercase mood keywords from a vision model's free-text reply."""
     keywords: list[str] = []
-    for raw in reply[:_MAX_REPLY_CHARS].splitlines():
+    for raw in reply[:MAX_REPLY_CHARS].splitlines():
         for piece in _SENTENCE_END.split(_strip_markup(raw)):
             sentence = _strip_lead(piece)
             # "I hope this helps!" holds no mood; "It feels calm and warm" holds two, found through the lexicon.
@@ -312,13 +314,13 @@ def join_descriptors(descriptors: Sequence[str]) -> str:
     return ", ".join(descriptors)
 
 
-def _trim_words(descriptor: str, kept: list[str], count_tokens: TokenCounter, max_tokens: int) -> str:
-    """The longest word-boundary prefix of `descriptor` that still fits after `kept` ("" when none does)."""
+def _trim_words(descriptor: str, count_tokens: TokenCounter, max_tokens: int) -> str:
+    """The longest word-boundary prefix of `descriptor` that fits `max_tokens` alone ("" when none does)."""
     words = descriptor.split(" ")
     low, high = 0, len(words)  # invariant: words[:low] fits
     while low < high:
         middle = (low + high + 1) // 2
-        if count_tokens(join_descriptors([*kept, " ".join(words[:middle])])) <= max_tokens:
+        if count_tokens(" ".join(words[:middle])) <= max_tokens:
             low = middle
         else:
             high = middle - 1
@@ -335,7 +337,7 @@ def fit_descriptors(
     for descriptor in descriptors:
         if count_tokens(join_descriptors([*kept, descriptor])) <= max_tokens:
             kept.append(descriptor)
-        elif not kept and (head := _trim_words(descriptor, kept, count_tokens, max_tokens)):
+        elif not kept and (head := _trim_words(descriptor, count_tokens, max_tokens)):
             kept.append(head)
     return kept
 

@@ -11,7 +11,9 @@ import math
 import numpy as np
 from PIL import Image
 
-SIZE_MULTIPLE = 64  # SDXL's UNet downsamples latents (1/8) three more times; 64 px keeps every level whole
+# SDXL's UNet halves its latents (1/8 of the pixels) twice more, to 1/32: 64 px (the step of SDXL's training
+# buckets) keeps every level whole.
+SIZE_MULTIPLE = 64
 MAX_ASPECT = 4.0
 
 

@@ -37,8 +37,13 @@ class WireArray(BaseModel):
         """The array as it left: same dtype, same shape (a writable copy)."""
         if self.dtype not in WIRE_DTYPES:
             raise ValueError(f"unknown wire dtype {self.dtype!r}")
+        if any(dim < 0 for dim in self.shape):
+            raise ValueError(f"wire array shape {self.shape} has a negative dimension")
         count = int(np.prod(self.shape, dtype=np.int64))
         if self.dtype == "bool":
+            # unpackbits would pad a short message with zeros or drop a long one's tail: both are refused here.
+            if len(self.data) != -(-count // 8):
+                raise ValueError(f"wire array holds {len(self.data)} bytes of packed bits for shape {self.shape}")
             bits = np.unpackbits(np.frombuffer(self.data, dtype=np.uint8), count=count)
             return bits.astype(bool).reshape(self.shape)
         array = np.frombuffer(self.data, dtype=self.dtype)

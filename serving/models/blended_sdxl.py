@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from serving.core.blending import compose, step_edit_masks
+from serving.core.edit_options import denoising_steps
 from serving.core.errors import CancelledError, InputError
 from serving.core.images import to_rgb_array
 from serving.core.sizing import resize_image, working_size
@@ -47,12 +48,12 @@ class DiffusionRequest:
     """One background edit, already checked where it entered (options by `check_edit_options`, the mask by
     `check_subject_mask`): the runner trusts it.
 
-    image: HxWx3 uint8 RGB array or a PIL image. subject_mask: HxW bool, True = subject to keep (any size: the
-    latent mask counts every pixel of it). composite=False returns the decoded background alone, at the image's
-    size. original_size: (width, height) of the photo `image` was resized from, when it was (the working size
-    follows the photo's aspect; the caller composites). progress(step, total) is called after every denoising
-    step, and preview(latents) with the (4, h, w) latents its first variant is heading for; setting `cancel` stops
-    the edit with `CancelledError`.
+    image: HxWx3 uint8 RGB array or a PIL image. subject_mask: HxW bool, True = subject to keep, at the image's size
+    (the composite puts the subject back through it; with composite=False any size does: the latent mask counts
+    every pixel of it). composite=False returns the decoded background alone, at the image's size. original_size:
+    (width, height) of the photo `image` was resized from, when it was (the working size follows the photo's aspect;
+    the caller composites). progress(step, total) is called after every denoising step, and preview(latents) with the
+    (4, h, w) latents its first variant is heading for; setting `cancel` stops the edit with `CancelledError`.
     """
 
     image: np.ndarray | Image.Image
@@ -146,8 +147,8 @@ class BlendedSDXLRunner:
         Working size: `settings.working_pixels`, else the UNet's native area (1024² for SDXL, 512² for tiny). Fast
         mode: the few-step file of MOODSHIFT_FAST_MODEL (real), a stand-in (tiny, random-full), or none and why
         (`fast_problem`)."""
-        from serving.models.fast_models import fast_gpu_bytes, find_fast_model, load_fast_weights
-        from serving.models.memory import pipeline_model_bytes, plan_offload
+        from serving.models.fast_models import load_fast_weights
+        from serving.models.memory import pipeline_model_bytes, plan_offload, with_fast_model
         from serving.models.profiles import resolve_device, resolve_dtype
         from serving.models.sdxl_builders import build_sdxl
         from serving.settings import get_settings
@@ -157,8 +158,8 @@ class BlendedSDXLRunner:
         dtype = resolve_dtype(settings, device)
         pipe, profile, model_name = build_sdxl(settings, dtype)
         model_bytes = pipeline_model_bytes(pipe, dtype)
-        if profile.profile == "real":
-            model_bytes["fast"] = fast_gpu_bytes(find_fast_model(settings), dtype)
+        if profile.profile == "real":  # the file's LoRA; the other profiles attach a stand-in instead
+            model_bytes = with_fast_model(settings, model_bytes, dtype)
         plan = plan_offload(settings, device, dtype, model_bytes, settings.working_pixels)
         runner = cls(pipe, device, dtype, working_pixels=settings.working_pixels, offload=plan.offload)
         runner.profile, runner.model_name, runner.offload_reason = profile, model_name, plan.reason
@@ -241,11 +242,11 @@ class BlendedSDXLRunner:
         return type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
 
     def _timesteps(self, steps: int, strength: float, mode: str = "quality") -> tuple[Any, torch.Tensor]:
-        """A private scheduler and its timesteps cut by strength, as diffusers does: the first
-        `steps - int(steps * strength)` steps are skipped and `begin_index` marks the start."""
+        """A private scheduler and its timesteps cut by strength, as diffusers does: the steps before the last
+        `denoising_steps(steps, strength)` are skipped and `begin_index` marks the start."""
         scheduler = self.new_scheduler(mode)
         scheduler.set_timesteps(steps, device=self.device)
-        t_start = max(steps - min(int(steps * strength), steps), 0)
+        t_start = steps - denoising_steps(steps, strength)
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(t_start * scheduler.order)
         return scheduler, scheduler.timesteps[t_start * scheduler.order :]

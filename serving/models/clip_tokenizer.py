@@ -12,11 +12,12 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
+from serving.core.prompt_text import PROMPT_TOKEN_BUDGET
+
 BPE_VOCAB_NAME = "bpe_simple_vocab_16e6.txt.gz"
 # CLIP keeps the first 49152 - 256 - 2 merges of the file (the rest never made it into the vocabulary).
 _MERGE_COUNT = 49152 - 256 - 2
 BOS_TOKEN, EOS_TOKEN = "<|startoftext|>", "<|endoftext|>"
-CLIP_MAX_TOKENS = 77
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -71,7 +72,7 @@ def load_clip_tokenizer(pad_token: str = EOS_TOKEN):
         eos_token=EOS_TOKEN,
         unk_token=EOS_TOKEN,
         pad_token=pad_token,
-        model_max_length=CLIP_MAX_TOKENS,
+        model_max_length=PROMPT_TOKEN_BUDGET,
     )
 
 

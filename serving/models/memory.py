@@ -86,18 +86,17 @@ def activation_bytes(working_pixels: int) -> int:
 def reserved_for_sam(settings: Settings, dtype: torch.dtype) -> int:
     """GPU bytes to leave to SAM: MOODSHIFT_GPU_RESERVE_GB when set; else, when the segmentation stage runs on this
     machine (MOODSHIFT_SEGMENT_SERVICE_URL unset) with real or full-size weights, its weights (the encoder in
-    `dtype`) and one encoder pass."""
-    from serving.models.profiles import resolve_profile
-    from serving.models.sam_builders import SAM_PARAMETERS, find_sam
+    `dtype`) and one encoder pass, for the architecture it will build (`plan_sam`)."""
+    from serving.models.sam_builders import SAM_PARAMETERS, plan_sam
 
     if settings.gpu_reserve_gb is not None:
         return int(settings.gpu_reserve_gb * GB)
     if settings.segment_service_url is not None:
         return 0
-    sam = find_sam(settings)
-    if resolve_profile(settings.stage_profile("sam"), sam.problem, "SAM").profile == "tiny":
+    plan = plan_sam(settings)
+    if plan.profile.profile == "tiny":
         return 0
-    return SAM_PARAMETERS.get(sam.model_type, 0) * dtype.itemsize + SAM_ENCODE_BYTES
+    return SAM_PARAMETERS.get(plan.model_type, 0) * dtype.itemsize + SAM_ENCODE_BYTES
 
 
 def vae_dtype_for(dtype: torch.dtype, force_upcast: bool) -> torch.dtype:
@@ -118,6 +117,16 @@ def pipeline_model_bytes(pipe: StableDiffusionXLPipeline, dtype: torch.dtype) ->
         for name, module in pipe.components.items()
         if isinstance(module, torch.nn.Module)
     }
+
+
+def with_fast_model(settings: Settings, model_bytes: Mapping[str, int], dtype: torch.dtype) -> dict[str, int]:
+    """`model_bytes` with the few-step LoRA of MOODSHIFT_FAST_MODEL (`fast_gpu_bytes`) counted in the UNet's: the
+    LoRA's layers live inside the UNet module, so under model offload they come to the GPU with it, and the largest
+    model is the UNet and its LoRA together. Used by the runner and by `weights`, so both plan the same mode."""
+    from serving.models.fast_models import fast_gpu_bytes, find_fast_model
+
+    fast = fast_gpu_bytes(find_fast_model(settings), dtype)
+    return {**model_bytes, "unet": model_bytes.get("unet", 0) + fast}
 
 
 def plan_offload(

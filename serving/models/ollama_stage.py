@@ -23,6 +23,7 @@ from PIL import Image
 from serving.core.images import image_id_of
 from serving.core.mood_heuristic import heuristic_mood
 from serving.core.prompt_text import (
+    MAX_REPLY_CHARS,
     PROMPT_TOKEN_BUDGET,
     check_keyword_fits,
     clean_keywords,
@@ -37,7 +38,6 @@ from serving.settings import Settings, get_settings
 logger = logging.getLogger(__name__)
 
 _LLAVA_MAX_SIDE = 672  # LLaVA 1.6's largest tile grid; a bigger photo only costs upload and encode time
-_MAX_REPLY_CHARS = 2000  # an essay is cut off here: the prompt keeps about 60 words anyway
 _PROBE_TIMEOUT_S = 5.0  # /api/tags answers at once when the server is up
 _MOOD_OPTIONS = {"temperature": 0.2, "num_predict": 64}
 _PROMPT_OPTIONS = {"temperature": 0.7, "num_predict": 160}
@@ -184,7 +184,7 @@ class PromptStage:
             with contextlib.closing(stream):
                 for chunk in stream:
                     parts.append((chunk.message.content if chunk.message else None) or "")
-                    if chunk.done or sum(map(len, parts)) >= _MAX_REPLY_CHARS:
+                    if chunk.done or sum(map(len, parts)) >= MAX_REPLY_CHARS:
                         break
                     if time.monotonic() > deadline:
                         raise TimeoutError

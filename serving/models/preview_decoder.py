@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
     import torch
 
     from serving.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 class PreviewDecoder:
@@ -27,13 +30,25 @@ class PreviewDecoder:
 
     @classmethod
     def from_settings(cls, settings: Settings, device: torch.device, dtype: torch.dtype) -> PreviewDecoder:
-        """TAESD-XL from `settings.preview_decoder_path` when a diffusers AutoencoderTiny folder is there."""
+        """TAESD-XL from `settings.preview_decoder_path` when a diffusers AutoencoderTiny folder is there; the linear
+        map, with a warning, when that folder does not load."""
         path = Path(settings.preview_decoder_path)
         if not (path / "config.json").is_file():
             return cls()
         from diffusers import AutoencoderTiny
 
-        return cls(AutoencoderTiny.from_pretrained(path, torch_dtype=dtype, local_files_only=True).to(device).eval())
+        try:
+            taesd = AutoencoderTiny.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+        except Exception as exc:  # missing or cut weights, a foreign config: diffusers raises many types for them
+            # Previews are optional: a broken preview decoder must not keep the diffusion stage from starting.
+            logger.warning(
+                "preview decoder %s does not load (%s: %s); previews use the linear map",
+                path,
+                type(exc).__name__,
+                str(exc)[:200],
+            )
+            return cls()
+        return cls(taesd.to(device).eval())
 
     def __call__(self, latents: torch.Tensor) -> np.ndarray:
         import torch

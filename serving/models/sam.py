@@ -22,6 +22,7 @@ from serving.core.clicks import Clicks, validate_clicks
 from serving.core.errors import NotCachedError
 from serving.core.images import image_id_of, to_rgb_array
 from serving.core.masks import clean_mask
+from serving.settings import Settings
 
 if TYPE_CHECKING:
     import torch
@@ -29,10 +30,15 @@ if TYPE_CHECKING:
     from segment_anything.modeling import Sam
 
     from serving.models.profiles import ResolvedProfile
-    from serving.settings import Settings
 
 # Logit entries kept per cached image: enough for a long click session plus a few abandoned branches.
 LOGITS_PER_IMAGE = 8
+
+
+def setting_default(name: str) -> Any:
+    """A settings field's own default (not the environment's value): the defaults of the segmentation stage's
+    constructors, so a test that builds one directly gets what a service gets unconfigured."""
+    return Settings.model_fields[name].default
 
 
 @dataclass(frozen=True)
@@ -86,10 +92,10 @@ class Segmenter:
         *,
         device: torch.device | str = "cpu",
         dtype: torch.dtype | None = None,
-        cache_size: int = 16,
-        max_hole_area: int = 64,
-        max_island_area: int = 64,
-        max_points: int = 64,
+        cache_size: int = setting_default("sam_cache_size"),
+        max_hole_area: int = setting_default("mask_min_hole_area"),
+        max_island_area: int = setting_default("mask_min_island_area"),
+        max_points: int = setting_default("max_points"),
         model_name: str = "sam",
         profile: ResolvedProfile | None = None,
     ) -> None:

@@ -226,23 +226,27 @@ def _fetch_again(path: Path, model_type: str | None, download_url: str) -> str:
 
 @dataclass(frozen=True)
 class SamPlan:
-    """What the settings' SAM stage will run, known without building it: the weights, the resolved profile and the
-    model's name (`sam-vit_h`, `sam-tiny (random weights)`)."""
+    """What the settings' SAM stage will run, known without building it: the weights, the resolved profile, the
+    architecture that will be built (`model_type`: the file's for real weights, MOODSHIFT_SAM_MODEL_TYPE for
+    random-full, `tiny`) and the model's name (`sam-vit_h`, `sam-tiny (random weights)`)."""
 
     weights: SamWeights
     profile: ResolvedProfile
+    model_type: str
     model_name: str
 
 
 def plan_sam(settings: Settings) -> SamPlan:
-    """The SAM stage of the settings: which weights and profile, and its name (reads file headers only)."""
+    """The SAM stage of the settings: which weights, profile and architecture, and its name (reads file headers
+    only)."""
     weights = find_sam(settings)
     resolved = resolve_profile(settings.stage_profile("sam"), weights.problem, weights.label)
     if resolved.profile == "real":
-        return SamPlan(weights, resolved, f"sam-{weights.model_type}")
+        return SamPlan(weights, resolved, weights.model_type, f"sam-{weights.model_type}")
     if resolved.profile == "random-full":
-        return SamPlan(weights, resolved, f"sam-{settings.sam_model_type} (random weights)")
-    return SamPlan(weights, resolved, "sam-tiny (random weights)")
+        model_type = settings.sam_model_type
+        return SamPlan(weights, resolved, model_type, f"sam-{model_type} (random weights)")
+    return SamPlan(weights, resolved, "tiny", "sam-tiny (random weights)")
 
 
 def build_sam(
@@ -256,7 +260,7 @@ def build_sam(
         configured = None if weights.type_from_file else settings.sam_model_type
         sam = load_sam_checkpoint(configured, weights.path, settings.sam_download_url, device, dtype)
     elif resolved.profile == "random-full":
-        sam = place_sam(build_sam_architecture(settings.sam_model_type, settings.seed), device, dtype)
+        sam = place_sam(build_sam_architecture(plan.model_type, settings.seed), device, dtype)
     else:
         sam = place_sam(build_tiny_sam(settings.seed), device, dtype)
     return sam, resolved, plan.model_name

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from serving.core.prompt_text import PROMPT_TOKEN_BUDGET
 from serving.models.errors import WeightsError
 from serving.models.profiles import ResolvedProfile, resolve_profile
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from serving.settings import Settings
 
 SDXL_REPO_ID = "stabilityai/stable-diffusion-xl-base-1.0"
-SDXL_VAE_FOLDER = "sdxl-vae-fp16-fix"  # in the checkpoints folder: used instead of the model's VAE when present
 SDXL_VAE_FP16_REPO_ID = "madebyollin/sdxl-vae-fp16-fix"  # SDXL's VAE fine-tuned to run in float16 without NaNs
 
 # SDXL base's model_index.json: component -> (library, class). The folder checks, the download patterns and the
@@ -43,7 +43,7 @@ SDXL_PIPELINE_INDEX: dict[str, Any] = {
 
 # SDXL base 1.0's scheduler (EulerDiscreteScheduler) as published in its scheduler_config.json, with the keys Euler
 # does not use: the few-step schedulers built from it (DDIM, LCM, TCD) read clip_sample and set_alpha_to_one.
-# Build it with `scheduler_from_config`, which keeps them.
+# Build it with `sdxl_scheduler`, which keeps them.
 SDXL_SCHEDULER_CONFIG: dict[str, Any] = {
     "beta_start": 0.00085,
     "beta_end": 0.012,
@@ -168,7 +168,12 @@ def clip_text_config(fields: dict[str, Any]):
     from transformers import CLIPTextConfig
 
     # Ids as in SDXL's own text encoder configs; eos_token_id 2 makes CLIP pool at argmax(input_ids) = EOS.
-    defaults = {"vocab_size": 49408, "max_position_embeddings": 77, "bos_token_id": 0, "eos_token_id": 2}
+    defaults = {
+        "vocab_size": 49408,
+        "max_position_embeddings": PROMPT_TOKEN_BUDGET,  # CLIP's window
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+    }
     return CLIPTextConfig(**{**defaults, "pad_token_id": 1, **fields})
 
 
@@ -233,8 +238,9 @@ def sdxl_weights(settings: Settings, prefer_fp16: bool = False) -> SdxlWeights:
 
     # A setting may name a repo id in the hub cache (a str); the default is a folder (a Path).
     model = str(settings.sdxl_model) if settings.sdxl_model is not None else settings.sdxl_model_path
-    vae = settings.sdxl_vae or settings.checkpoints_dir / SDXL_VAE_FOLDER
-    return find_sdxl(model, vae=vae, vae_required=settings.sdxl_vae is not None, prefer_fp16=prefer_fp16)
+    return find_sdxl(
+        model, vae=settings.sdxl_vae_path, vae_required=settings.sdxl_vae is not None, prefer_fp16=prefer_fp16
+    )
 
 
 def load_sdxl(weights: SdxlWeights | Path | str, dtype: torch.dtype | None = None) -> StableDiffusionXLPipeline:

@@ -107,7 +107,7 @@ def find_sdxl(
     setting = str(model)
     path = Path(model)
     if path.is_file():
-        found = _single_file(setting, path, has_vae=vae is not None and vae.is_dir())
+        found = _single_file(setting, path, vae)
     elif path.is_dir():
         found = _folder(setting, path, DIFFUSERS_FOLDER, prefer_fp16)
     elif isinstance(model, str) and is_repo_id(model) and (snapshot := hub_cache_snapshot(model)) is not None:
@@ -152,7 +152,7 @@ def hub_cache_snapshot(repo_id: str) -> Path | None:
 # --- the layouts -------------------------------------------------------------------------------------------------
 
 
-def _single_file(setting: str, path: Path, has_vae: bool) -> SdxlWeights:
+def _single_file(setting: str, path: Path, vae: Path | None) -> SdxlWeights:
     from serving.models.sdxl_single_file import single_file_problem
 
     if path.suffix != ".safetensors":
@@ -163,7 +163,7 @@ def _single_file(setting: str, path: Path, has_vae: bool) -> SdxlWeights:
         return SdxlWeights(setting, path, SINGLE_FILE, problem=problem)
     problem = file_problem(path)
     if problem is None:
-        problem = single_file_problem(path, safetensors_shapes(path), has_vae)
+        problem = single_file_problem(path, safetensors_shapes(path), vae)
     else:
         problem = f"{problem}. Download it again (compare its size with the source's)."
     return SdxlWeights(setting, path, SINGLE_FILE, problem=problem, files={"checkpoint": (path,)})

@@ -58,8 +58,9 @@ def attention_heads(width: int, base_width: int) -> int:
     return width // min(SDXL_HEAD_CHANNELS, base_width // 2)
 
 
-def single_file_problem(path: Path, shapes: Shapes, has_vae: bool) -> str | None:
-    """None when the keys are SDXL base's original format, else what the file is instead and what to use."""
+def single_file_problem(path: Path, shapes: Shapes, vae: Path | None) -> str | None:
+    """None when the keys are SDXL base's original format, else what the file is instead and what to use. `vae`:
+    the VAE folder used beside the file when it is there (`Settings.sdxl_vae_path`)."""
     use = "Use an SDXL base model (sd_xl_base_1.0.safetensors or a fine-tune of it)."
     if UNET_PREFIX + "input_blocks.0.0.weight" not in shapes:
         return f"{path} is not a Stable Diffusion checkpoint in the original format (no {UNET_PREFIX} keys). {use}"
@@ -70,10 +71,12 @@ def single_file_problem(path: Path, shapes: Shapes, has_vae: bool) -> str | None
         return f"{path} is not SDXL base (an SDXL refiner or another model: its text encoders differ). {use}"
     if shapes[UNET_PREFIX + "input_blocks.0.0.weight"][1] != 4:
         return f"{path} is an inpainting checkpoint (its UNet takes extra mask channels). {use}"
+    has_vae = vae is not None and vae.is_dir()
     if not has_vae and VAE_PREFIX + "decoder.conv_in.weight" not in shapes:
+        place = f"at {vae} " if vae is not None else ""
         return (
-            f"{path} has no VAE inside. Put an SDXL VAE folder at checkpoints/sdxl-vae-fp16-fix "
-            f"(`python -m serving weights --download` fetches one) or set MOODSHIFT_SDXL_VAE."
+            f"{path} has no VAE inside. Put an SDXL VAE folder {place}(`python -m serving weights --download` "
+            f"fetches one) or set MOODSHIFT_SDXL_VAE."
         )
     return None
 

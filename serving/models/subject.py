@@ -27,7 +27,7 @@ from serving.core.errors import InternalError, NotCachedError
 from serving.core.images import image_id_of, to_rgb_array
 from serving.core.masks import clean_mask
 from serving.core.saliency import ClickView, edit_with_clicks, subject_box, subject_from_saliency
-from serving.models.sam import Encoded, SegmentResult
+from serving.models.sam import Encoded, SegmentResult, setting_default
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -57,10 +57,11 @@ class AutomaticSubject:
 class SubjectFinder:
     """The automatic subject, clicks on top of it, and SAM; safe under concurrent threads.
 
-    detector: the salient-object model, or None when it cannot load (`detector_problem` says why: the automatic
-    subject then fails with that message while clicks through SAM still work). `build_segmenter` makes SAM on first
-    use (a zero-click edit never loads it); `sam_profile`, `sam_name`, `device` and `dtype` describe it before then.
-    Counters for metrics: `saliency_runs`, `saliency_hits`, `detect_batch_sizes`.
+    detector: the salient-object model (`salient`: its weights), or None when it cannot load (`detector_problem` says
+    why: the automatic subject then fails with that message while clicks through SAM still work). With a detector,
+    `detector_problem` is why it is a fallback, if it is one (a larger model in checkpoints/ that did not load).
+    `build_segmenter` makes SAM on first use (a zero-click edit never loads it); `sam_profile`, `sam_name`, `device`
+    and `dtype` describe it before then. Counters for metrics: `saliency_runs`, `saliency_hits`, `detect_batch_sizes`.
     """
 
     def __init__(
@@ -74,10 +75,10 @@ class SubjectFinder:
         device: str = "cpu",
         dtype: str = "float32",
         detector_problem: str | None = None,
-        cache_size: int = 16,
-        max_hole_area: int = 64,
-        max_island_area: int = 64,
-        max_points: int = 64,
+        cache_size: int = setting_default("sam_cache_size"),
+        max_hole_area: int = setting_default("mask_min_hole_area"),
+        max_island_area: int = setting_default("mask_min_island_area"),
+        max_points: int = setting_default("max_points"),
     ) -> None:
         self.detector = detector
         self.detector_problem = detector_problem
@@ -92,7 +93,10 @@ class SubjectFinder:
         self.max_points = max_points
         self._build_segmenter = build_segmenter
         self._segmenter: Segmenter | None = None
-        self._lock = threading.Lock()  # guards the cache, the counters and building SAM
+        self._lock = threading.Lock()  # guards the cache and the counters
+        # Building SAM (a ViT-H load takes many seconds) has its own lock, so cache lookups and stats() never wait
+        # for it.
+        self._build_lock = threading.Lock()
         self._found: OrderedDict[str, AutomaticSubject] = OrderedDict()
         self.saliency_runs = 0
         self.saliency_hits = 0
@@ -100,23 +104,17 @@ class SubjectFinder:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> SubjectFinder:
-        """The settings' salient model (loaded now: 4.6 MB by default) and SAM (loaded on first use)."""
-        from serving.models.errors import WeightsError
+        """The settings' salient model (loaded now: 4.6 MB by default; see `load_salient`) and SAM (loaded on first
+        use)."""
         from serving.models.profiles import resolve_device, resolve_dtype
-        from serving.models.salient import SalientDetector
-        from serving.models.salient_weights import find_salient
+        from serving.models.salient import load_salient
         from serving.models.sam import Segmenter
         from serving.models.sam_builders import plan_sam
         from serving.settings import get_settings
 
         settings = settings or get_settings()
-        salient = find_salient(settings)
         device = resolve_device(settings)
-        detector, problem = None, None
-        try:
-            detector = SalientDetector.load(salient, use_cuda=device.type == "cuda")
-        except WeightsError as exc:
-            problem = str(exc)
+        detector, salient, problem = load_salient(settings, use_cuda=device.type == "cuda")
         plan = plan_sam(settings)
         return cls(
             detector,
@@ -135,11 +133,14 @@ class SubjectFinder:
 
     @property
     def segmenter(self) -> Segmenter:
-        """SAM, built on first use."""
-        with self._lock:
-            if self._segmenter is None:
-                self._segmenter = self._build_segmenter()
-            return self._segmenter
+        """SAM, built on first use (once, however many threads ask at the same time)."""
+        segmenter = self._segmenter
+        if segmenter is None:
+            with self._build_lock:
+                if self._segmenter is None:
+                    self._segmenter = self._build_segmenter()
+                segmenter = self._segmenter
+        return segmenter
 
     @property
     def sam_refines(self) -> bool:
@@ -195,9 +196,7 @@ class SubjectFinder:
         self._require_detector()  # a missing model is the answer, not "send the image again"
         found = self._cached(image_id)
         if found is None:
-            raise NotCachedError(
-                f"image_id {image_id!r} is not cached (never sent, or evicted since): send the image itself again"
-            )
+            raise NotCachedError.image(image_id)
         clicks = validate_clicks(points, box, found.image_size, self.max_points, required=False)
         return self._refine(image_id, found, clicks, True, None)
 

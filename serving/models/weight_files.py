@@ -2,8 +2,8 @@
 
 A truncated or overwritten file is caught by reading its header or index only: a `.safetensors` header must cover
 the file exactly (the safetensors library checks that on open), a PyTorch zip (`.pth`, `.bin`) must end with its
-zip directory. Flipped bytes inside the tensor data are not seen here; the sha256 check of `weights` sees them for
-files with a published hash (SAM's).
+zip directory. Flipped bytes inside the tensor data are not seen here; a sha256 check sees them for files with a
+known hash: SAM's official files (`weights`) and the embedded U²-Netp (`salient_weights`, at every start).
 """
 
 from __future__ import annotations

@@ -16,15 +16,15 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from serving.models.errors import WeightsError
 from serving.models.fast_models import DEFAULT_FAST_URL, FAMILIES, find_fast_model
-from serving.models.memory import plan_offload, vae_dtype_for
+from serving.models.memory import plan_offload, vae_dtype_for, with_fast_model
 from serving.models.profiles import ResolvedProfile, resolve_device, resolve_dtype, resolve_profile
 from serving.models.salient_weights import find_salient
 from serving.models.sam_builders import find_sam, plan_sam
-from serving.models.sdxl_builders import SDXL_REPO_ID, SDXL_VAE_FOLDER, SDXL_VAE_FP16_REPO_ID, sdxl_weights
+from serving.models.sdxl_builders import SDXL_REPO_ID, SDXL_VAE_FP16_REPO_ID, sdxl_weights
 from serving.models.sdxl_layouts import (
     HUB_CACHE,
     SINGLE_FILE,
@@ -118,7 +118,7 @@ def _sam_report(settings: Settings, device: torch.device, dtype: torch.dtype, ch
             facts.append(("sha256", sam_sha256_note(weights.path, weights.model_type)))
     half = dtype in (torch.float16, torch.bfloat16)
     precision = f"image encoder {_name(dtype)} (autocast), decoder float32" if half else _name(dtype)
-    facts.append(("runs", f"profile {resolved.profile}{_why(resolved)}; {device.type}, {precision}"))
+    facts.append(("runs", f"profile {resolved.profile}{_why(resolved, settings, 'sam')}; {device.type}, {precision}"))
     others = [name for name in SAM_CHECKPOINT_NAMES.values() if name != weights.path.name]
     present = [f"{name} ({'present' if (settings.checkpoints_dir / name).is_file() else 'missing'})" for name in others]
     facts.append(("others", f"in {settings.checkpoints_dir}: {', '.join(present)}"))
@@ -141,17 +141,17 @@ def _sdxl_report(settings: Settings, device: torch.device, dtype: torch.dtype) -
         if weights.vae:
             facts.append(("vae", f"{weights.vae}, runs in {_name(vae_dtype)}"))
         elif vae_dtype != dtype:
-            fp16_fix = settings.checkpoints_dir / SDXL_VAE_FOLDER
-            why = f"SDXL's VAE overflows in float16; an fp16-safe VAE in {fp16_fix} would run in float16"
+            why = f"SDXL's VAE overflows in float16; an fp16-safe VAE in {settings.sdxl_vae_path} would run in float16"
             facts.append(("vae", f"the model's own, runs in {_name(vae_dtype)} ({why})"))
         else:
             facts.append(("vae", f"the model's own, runs in {_name(vae_dtype)}"))
-    runs = f"profile {resolved.profile}{_why(resolved)}; {device.type}, {_name(dtype)}"
+    runs = f"profile {resolved.profile}{_why(resolved, settings, 'diffusion')}; {device.type}, {_name(dtype)}"
     if resolved.profile == "real" and not weights.problem:
         model_bytes = {
             name: count * (vae_dtype if name == "vae" else dtype).itemsize
             for name, count in component_parameters(weights).items()
         }
+        model_bytes = with_fast_model(settings, model_bytes, dtype)  # as the runner counts it
         plan = plan_offload(settings, device, dtype, model_bytes, settings.working_pixels)
         runs += f", offload {plan.offload} ({plan.reason})"
     elif device.type != "cuda":
@@ -207,9 +207,10 @@ def _salient_report(settings: Settings) -> StageReport:
     return StageReport("salient", ResolvedProfile("real", f"found {weights.label}"), facts, weights.problem, broken)
 
 
-def _why(resolved: ResolvedProfile) -> str:
+def _why(resolved: ResolvedProfile, settings: Settings, stage: Literal["sam", "diffusion"]) -> str:
     if resolved.reason is None:
-        return " (set by MOODSHIFT_PROFILE)"
+        own = settings.sam_profile if stage == "sam" else settings.diffusion_profile
+        return f" (set by MOODSHIFT_{stage.upper()}_PROFILE)" if own else " (set by MOODSHIFT_PROFILE)"
     return " (auto: no usable weights, see above)" if resolved.is_demo else f" ({resolved.reason})"
 
 
@@ -218,11 +219,11 @@ def _name(dtype: torch.dtype) -> str:
 
 
 def human_size(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
+    for unit in ("B", "KB", "MB"):
+        if size < 1024:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
-    return ""
+    return f"{size:.1f} GB"
 
 
 # --- downloads ---------------------------------------------------------------------------------------------------
@@ -244,7 +245,7 @@ def missing_downloads(settings: Settings) -> list[Download]:
             downloads.append(Download(f"SDXL {sdxl.setting}", sdxl.setting, None, download_patterns()))
         else:
             downloads.append(Download("SDXL base 1.0", SDXL_REPO_ID, sdxl.path, download_patterns()))
-    vae = settings.sdxl_vae or settings.checkpoints_dir / SDXL_VAE_FOLDER
+    vae = settings.sdxl_vae_path
     if not vae.is_dir():
         downloads.append(Download("SDXL VAE fp16-fix", SDXL_VAE_FP16_REPO_ID, vae, vae_download_patterns()))
     fast = find_fast_model(settings)
@@ -294,12 +295,13 @@ def download_file(
             raise WeightsError(f"download of {url} stopped at {done} of {total} bytes; run it again")
         os.replace(partial, destination)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        partial.unlink(missing_ok=True)
         reason = getattr(exc, "reason", exc)
         raise WeightsError(
             f"could not download {url} ({reason}). This machine may have no access to it: download the file "
             f"elsewhere and copy it to {destination}."
         ) from None
+    finally:
+        partial.unlink(missing_ok=True)  # whatever stopped it (after the rename there is nothing left to remove)
     return destination
 
 
