@@ -282,15 +282,16 @@ class Pipeline:
         `image_id`: the image's, when already known. Raises `InputError` (or a subclass) naming the first bad value;
         mode fast without few-step weights names the file to add.
         """
-        # The checks that need no model first: a fast-mode edit asks the diffusion stage about its few-step model.
+        # The subject first: once the options' values are good, a fast-mode edit asks the diffusion stage about its
+        # few-step model (in-process, that loads SDXL). Texts are cleaned only once their lengths are known to be good.
         subject_mask, subject_prior, clicks, auto = self.check_subject(image, subject_mask, points, box, auto)
+        checked_options = check_edit_options(options or {}, self.settings.edit_defaults(), self._mode_rules)
         if prompt is not None:
             prompt = clean_user_prompt(prompt)
         elif user_keyword is None:
             raise InputError("no prompt: give a prompt or a user_keyword to write one from")
         else:
             user_keyword = self.prompt_stage.check_user_keyword(user_keyword)
-        checked_options = check_edit_options(options or {}, self.settings.edit_defaults(), self._mode_rules)
         return PreparedEdit(
             image=image,
             image_id=image_id or image_id_of(image),

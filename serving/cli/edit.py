@@ -212,7 +212,7 @@ def check_options_early(options: dict[str, Any], remote: bool) -> None:
     """What can be known of the options before any photo, without asking a model; the whole check still runs per
     photo where the edit enters (`Pipeline.prepare_edit`, in this process or in the service).
 
-    Each option's own type and range always. The rules between options (shrink_steps at most the steps, a strength
+    Each option's own type and range always. The rules between options (shrink_steps below the steps made, a strength
     that leaves a step) only where the defaults they meet are known here: in this process and in quality mode,
     with the settings' defaults, exactly as the pipeline will. A service has its own settings, and mode fast its
     few-step model's steps, which only the loaded diffusion stage knows."""
