@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -39,7 +38,6 @@ class Job:
     result: dict[str, Any] | None = None
     preview: str | None = None  # base64 PNG of the background forming, while the job runs
     error: str | None = None
-    finished_at: float | None = None  # time.monotonic() when it ended: finished jobs are forgotten in this order
     result_bytes: int = 0
     cancel_event: threading.Event = field(default_factory=threading.Event)
 
@@ -170,23 +168,20 @@ class JobStore:
             return counts
 
     def _ended(self, job: Job) -> None:
-        """A job just finished (under the lock): note when, then forget what the bounds no longer allow."""
-        job.finished_at = time.monotonic()
+        """A job just finished (under the lock): move it last, so the finished jobs stand in the order they finished,
+        then forget what the bounds no longer allow."""
+        self._jobs.move_to_end(job.job_id)
         self._forget_old()
 
     def _forget_old(self) -> None:
         """Forget finished jobs, first finished first, beyond `max_finished` or `max_result_bytes` (under the lock)."""
-        finished = sorted((job for job in self._jobs.values() if job.state in FINISHED), key=_finish_order)
+        finished = [job for job in self._jobs.values() if job.state in FINISHED]
         count, size = len(finished), sum(job.result_bytes for job in finished)
         for job in finished[:-1]:  # the newest stays, whatever its size: its client is about to poll it
             if count <= self.max_finished and size <= self.max_result_bytes:
                 break
             del self._jobs[job.job_id]
             count, size = count - 1, size - job.result_bytes
-
-
-def _finish_order(job: Job) -> float:
-    return job.finished_at if job.finished_at is not None else 0.0
 
 
 @dataclass(frozen=True)
