@@ -24,10 +24,9 @@ class ImageCache:
         self.hits = 0
         self.misses = 0
 
-    def put(self, rgb: np.ndarray, image_id: str | None = None) -> str:
-        """Keep `rgb` (a photo larger than the whole cache is not kept) and return its image id (`image_id`:
-        already computed)."""
-        image_id = image_id or image_id_of(rgb)
+    def put(self, rgb: np.ndarray) -> str:
+        """Keep `rgb` (a photo larger than the whole cache is not kept) and return its image id."""
+        image_id = image_id_of(rgb)
         with self._lock:
             if image_id in self._images:
                 self._images.move_to_end(image_id)

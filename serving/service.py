@@ -138,11 +138,11 @@ class Moodshift:
         """The photo sent (decoded, and kept by its id) or named by the id of an earlier answer (409 when no longer
         kept), and its image id."""
         from serving.core.errors import InputError
-        from serving.core.images import decode_base64_image, image_id_of, to_rgb_array
+        from serving.core.images import decode_base64_image, to_rgb_array
 
         if image is not None:
             rgb = to_rgb_array(decode_base64_image(image, self.settings.max_image_pixels))
-            return rgb, self.images.put(rgb, image_id_of(rgb))
+            return rgb, self.images.put(rgb)
         if image_id is not None:
             return self.images.get(image_id), image_id
         raise InputError("no image: give the image (base64 or a file upload) or the image_id of an earlier answer")
